@@ -1,0 +1,49 @@
+"""The ``napari-diffslva`` command: one sub-command module per concept.
+
+Each module in ``SUBCOMMANDS`` defines ``register(subparsers)``, which adds its parser and
+``set_defaults(func=run)``; ``run(args) -> int`` does the work. Expected errors
+(:class:`~napari_diffslva.errors.DiffslvaError`) print one line and exit with code 2;
+``--json`` output is always exactly one JSON object on stdout, progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import DiffslvaError
+
+SUBCOMMANDS = ["info", "probe", "export"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-diffslva",
+        description="Text-guided sign language video anonymization (DiffSLVA).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DiffslvaError as exc:
+        print(f"napari-diffslva {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"napari-diffslva {args.command}: interrupted; finished frames are kept",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Shared output helpers for sub-commands: one JSON object on stdout, progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from ..progress import Progress, ProgressGenerator, T
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def drive_with_bar(gen: ProgressGenerator[T], desc: str, quiet: bool = False) -> T:
+    """Run a progress generator under a tqdm bar on stderr and return its result."""
+    from tqdm import tqdm
+
+    bar = None
+    try:
+        while True:
+            try:
+                event: Progress = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if quiet:
+                continue
+            if bar is None or bar.desc != f"{desc}: {event.stage}":
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=event.total, desc=f"{desc}: {event.stage}", unit="frame",
+                           file=sys.stderr, dynamic_ncols=True)
+            bar.n = event.done
+            bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+        gen.close()

@@ -1,0 +1,29 @@
+"""Errors a user can act on.
+
+Every expected failure (bad video, missing weights, wrong settings) raises a subclass of
+:class:`DiffslvaError` whose message names the file and says what to do. The CLI prints
+those as one line and exits with code 2; the napari widgets show them as notifications.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DiffslvaError(Exception):
+    """An expected, user-facing error: the message is the whole story."""
+
+
+class VideoError(DiffslvaError):
+    """A video (or image sequence) that cannot be read or written as asked."""
+
+
+class WeightsError(DiffslvaError):
+    """Model weights that are missing, unsafe or of the wrong layout."""
+
+
+class SettingsError(DiffslvaError):
+    """Settings or arguments that do not fit together."""
+
+
+class Cancelled(DiffslvaError):
+    """The user asked a long computation to stop; finished work is kept."""

@@ -1,0 +1,180 @@
+"""The run folder: the unit of work and of recovery.
+
+Layout (every stage writes only its own names; all writes are atomic)::
+
+    RUN_DIR/
+      run.json                 source info (content hash, timing, size), tool version
+      settings.json            the settings of the last run of each stage
+      cache/<stage>-<key>.npz  cached inputs (edges, flow, faces), key = hash(video, settings)
+      edits.json               manual corrections (face boxes, masks, anchor), ``edited`` flags
+      frames/<stage>/000123.png  finished output frames, one file each
+      frames/<stage>/manifest.json  which frames are done, with the settings hash
+
+The napari session, the CLI and the batch runner share this format, so a clip can be
+prepared and corrected in napari and anonymized on a GPU server. Original frames are
+never stored here, only derived data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DiffslvaError
+
+
+def settings_key(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (content hash + settings)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DiffslvaError(f"{path}: corrupt JSON ({exc}); delete it to start that stage anew")
+
+
+class RunFolder:
+    """A run folder on disk; cheap to construct, every method reads or writes files."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    # -- whole-run metadata ---------------------------------------------------------------
+    def ensure(self) -> RunFolder:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    def read_run(self) -> dict[str, Any]:
+        return read_json(self.run_json, {})
+
+    def write_run(self, info: dict[str, Any]) -> None:
+        self.ensure()
+        atomic_write_json(self.run_json, info)
+
+    def check_source(self, content_hash: str) -> None:
+        """Refuse to mix results of two different videos in one folder."""
+        known = self.read_run().get("content_hash")
+        if known is not None and known != content_hash:
+            raise DiffslvaError(
+                f"{self.root}: this run folder belongs to another video; choose a new --run-dir"
+            )
+
+    def read_settings(self, stage: str) -> dict[str, Any]:
+        return read_json(self.root / "settings.json", {}).get(stage, {})
+
+    def write_settings(self, stage: str, settings: dict[str, Any]) -> None:
+        all_settings = read_json(self.root / "settings.json", {})
+        all_settings[stage] = settings
+        self.ensure()
+        atomic_write_json(self.root / "settings.json", all_settings)
+
+    # -- cached arrays --------------------------------------------------------------------
+    def cache_path(self, stage: str, key: str) -> Path:
+        return self.root / "cache" / f"{stage}-{key}.npz"
+
+    def load_cache(self, stage: str, key: str) -> dict[str, np.ndarray] | None:
+        path = self.cache_path(stage, key)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def save_cache(self, stage: str, key: str, arrays: dict[str, np.ndarray]) -> Path:
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        path = self.cache_path(stage, key)
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    # -- manual corrections ---------------------------------------------------------------
+    @property
+    def edits_json(self) -> Path:
+        return self.root / "edits.json"
+
+    def read_edits(self) -> dict[str, Any]:
+        return read_json(self.edits_json, {})
+
+    def write_edits(self, edits: dict[str, Any]) -> None:
+        self.ensure()
+        atomic_write_json(self.edits_json, edits)
+
+    # -- streamed output frames -----------------------------------------------------------
+    def frames_dir(self, stage: str) -> Path:
+        return self.root / "frames" / stage
+
+    def frame_path(self, stage: str, index: int) -> Path:
+        return self.frames_dir(stage) / f"{index:06d}.png"
+
+    def write_frame(self, stage: str, index: int, rgb: np.ndarray) -> None:
+        """Store one finished frame losslessly (PNG), atomically."""
+        import cv2
+
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+        if not ok:
+            raise DiffslvaError(f"could not encode frame {index} as PNG")
+        atomic_write_bytes(self.frame_path(stage, index), png.tobytes())
+
+    def read_frame(self, stage: str, index: int) -> np.ndarray:
+        import cv2
+
+        bgr = cv2.imread(str(self.frame_path(stage, index)), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DiffslvaError(f"{self.frame_path(stage, index)}: missing or unreadable frame")
+        return bgr[..., ::-1].copy()
+
+    def manifest(self, stage: str) -> dict[str, Any]:
+        return read_json(self.frames_dir(stage) / "manifest.json", {"done": [], "key": None})
+
+    def mark_done(self, stage: str, index: int, key: str, extra: dict[str, Any] | None = None
+                  ) -> None:
+        """Record frame ``index`` as finished under settings ``key`` (after its file exists)."""
+        man = self.manifest(stage)
+        if man.get("key") != key:
+            man = {"done": [], "key": key}
+        done = set(man["done"])
+        done.add(int(index))
+        man["done"] = sorted(done)
+        if extra:
+            man.setdefault("stats", {})[str(index)] = extra
+        atomic_write_json(self.frames_dir(stage) / "manifest.json", man)
+
+    def done_frames(self, stage: str, key: str) -> set[int]:
+        """Frames finished under settings ``key`` whose files exist; others count as not done."""
+        man = self.manifest(stage)
+        if man.get("key") != key:
+            return set()
+        return {i for i in man["done"] if self.frame_path(stage, i).is_file()}

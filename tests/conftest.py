@@ -1,0 +1,49 @@
+"""Shared fixtures: real clips from ../shared/data/real and an isolated napari config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("NAPARI_DIFFSLVA_TEST_DATA", REPO.parent / "shared/data/real"))
+
+# Known facts of each real clip (from shared/data/README.md): frames, nominal fps, (w, h).
+REAL_CLIPS = {
+    "asl_house.gif": (73, 25.0, (320, 240)),
+    "asl_different.gif": (64, None, (320, 240)),
+    "asl_selfie_webcam.mp4": (58, 29.92, (540, 720)),
+    "sl_soup.mp4": (41, 29.97, (320, 240)),
+    "sl_tiny_hd_9frames.mp4": (9, 24.0, (1280, 720)),
+    "face_talking.mp4": (169, 25.0, (410, 412)),
+}
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.fail(f"real test clips not found at {REAL_DATA}; set NAPARI_DIFFSLVA_TEST_DATA")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def real_clip(real_dir):
+    """``real_clip("sl_soup.mp4")`` -> path of that real clip."""
+
+    def get(name: str) -> Path:
+        path = real_dir / name
+        assert path.is_file(), path
+        return path
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path_factory, monkeypatch):
+    """Keep napari settings and caches out of the user's home during tests."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("NAPARI_CONFIG", str(base / "napari_config.yaml"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
