@@ -27,10 +27,11 @@ def drive_with_bar(gen: ProgressGenerator[T], desc: str, quiet: bool = False) ->
                 return stop.value
             if quiet:
                 continue
-            if bar is None or bar.desc != f"{desc}: {event.stage}":
+            label = desc if event.stage == desc else f"{desc}: {event.stage}"
+            if bar is None or bar.desc != label:
                 if bar is not None:
                     bar.close()
-                bar = tqdm(total=event.total, desc=f"{desc}: {event.stage}", unit="frame",
+                bar = tqdm(total=event.total, desc=label, unit="frame",
                            file=sys.stderr, dynamic_ncols=True)
             bar.n = event.done
             bar.refresh()
