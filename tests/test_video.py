@@ -47,7 +47,8 @@ def test_seek_returns_the_exact_frame(real_clip, name):
         for i in list(rng.permutation(len(reader))[:12]) + [len(reader) - 1, 0]:
             assert np.array_equal(reader[int(i)], sequential[int(i)]), f"frame {i}"
     # neighbouring frames really differ, so a seek landing one frame off would fail above
-    assert any(not np.array_equal(a, b) for a, b in zip(sequential[:5], sequential[1:6]))
+    pairs = zip(sequential[:5], sequential[1:6], strict=True)
+    assert any(not np.array_equal(a, b) for a, b in pairs)
 
 
 def test_dask_array_decodes_only_requested_frames(real_clip):

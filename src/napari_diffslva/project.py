@@ -58,7 +58,7 @@ def read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DiffslvaError(f"{path}: corrupt JSON ({exc}); delete it to start that stage anew")
+        raise DiffslvaError(f"{path}: corrupt JSON ({exc}); delete it to start that stage anew") from exc
 
 
 class RunFolder:
@@ -103,6 +103,10 @@ class RunFolder:
     # -- cached arrays --------------------------------------------------------------------
     def cache_path(self, stage: str, key: str) -> Path:
         return self.root / "cache" / f"{stage}-{key}.npz"
+
+    def frame_store(self, stage: str, key: str, frames: int) -> FrameStore:
+        """Per-frame cache folder ``cache/<stage>-<key>/`` (see :class:`FrameStore`)."""
+        return FrameStore(self.root / "cache" / f"{stage}-{key}", frames)
 
     def load_cache(self, stage: str, key: str) -> dict[str, np.ndarray] | None:
         path = self.cache_path(stage, key)
@@ -178,3 +182,62 @@ class RunFolder:
         if man.get("key") != key:
             return set()
         return {i for i in man["done"] if self.frame_path(stage, i).is_file()}
+
+
+class FrameStore:
+    """Per-frame arrays on disk (one compressed ``.npz`` per frame).
+
+    Used for per-frame caches (edges, flows) so memory stays flat however long the clip:
+    each frame is written when computed and read when needed. A ``complete`` marker is
+    written when every frame is there, so a killed run recomputes only the missing ones.
+    """
+
+    def __init__(self, folder: Path, frames: int) -> None:
+        self.folder = Path(folder)
+        self.frames = frames
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index:06d}.npz"
+
+    def has(self, index: int) -> bool:
+        return self.path(index).is_file()
+
+    def write(self, index: int, **arrays: np.ndarray) -> None:
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(self.path(index), buf.getvalue())
+
+    def read(self, index: int) -> dict[str, np.ndarray]:
+        path = self.path(index)
+        if not path.is_file():
+            raise DiffslvaError(f"{path}: cached frame missing; run prepare again")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def missing(self) -> list[int]:
+        if self.complete:
+            return []
+        return [i for i in range(self.frames) if not self.has(i)]
+
+    @property
+    def complete(self) -> bool:
+        return (self.folder / "complete").is_file()
+
+    def mark_complete(self) -> None:
+        atomic_write_bytes(self.folder / "complete", b"")
+
+    def as_dask(self, name: str, shape: tuple[int, ...], dtype: np.dtype):
+        """Lazy ``(T, *shape)`` array of one named array per frame (for napari layers)."""
+        import dask.array as da
+
+        graph_name = f"diffslva-{self.folder.name}-{name}"
+        graph = {(graph_name, i) + (0,) * len(shape): (_store_block, self, i, name)
+                 for i in range(self.frames)}
+        chunks = ((1,) * self.frames,) + tuple((s,) for s in shape)
+        return da.Array(graph, graph_name, chunks, dtype=dtype)
+
+
+def _store_block(store: FrameStore, index: int, name: str) -> np.ndarray:
+    return store.read(index)[name][None]

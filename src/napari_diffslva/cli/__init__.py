@@ -14,7 +14,7 @@ import sys
 
 from ..errors import DiffslvaError
 
-SUBCOMMANDS = ["info", "probe", "export"]
+SUBCOMMANDS = ["info", "probe", "export", "prepare", "audit"]
 
 
 def build_parser() -> argparse.ArgumentParser:

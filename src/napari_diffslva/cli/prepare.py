@@ -1,0 +1,50 @@
+"""``napari-diffslva prepare VIDEO -o RUN_DIR``: faces, edges and flow, cached in a run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._output import drive_with_bar, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="compute edges, optical flow and the face track")
+    p.add_argument("video", help="video file, image, or folder of numbered images")
+    p.add_argument("-o", "--run-dir", required=True, help="run folder (created if missing)")
+    p.add_argument("--edges", choices=["soft", "hed"], default="soft",
+                   help="soft: weights-free (default); hed: ControlNet's HED annotator")
+    p.add_argument("--safe-edges", action="store_true",
+                   help="quantise edges so no faint copy of the face reaches ControlNet")
+    p.add_argument("--hed-weights", help="path of ControlNetHED.pth (else searched)")
+    p.add_argument("--flow", default="dis", help="optical flow backend (dis)")
+    p.add_argument("--anchor", type=int, help="anchor frame (default: middle tracked face)")
+    p.add_argument("--short-side", type=int, default=512, help="working short side (512)")
+    p.add_argument("--online", action="store_true", help="allow downloading HED weights")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..prepare.pipeline import PrepareSettings, prepare_clip
+
+    settings = PrepareSettings(edges=args.edges, safe_edges=args.safe_edges,
+                               hed_weights=args.hed_weights, flow=args.flow,
+                               anchor=args.anchor, short_side=args.short_side,
+                               offline=not args.online)
+    prepared = drive_with_bar(prepare_clip(args.video, args.run_dir, settings), "prepare",
+                              quiet=args.json)
+    summary = prepared.summary()
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"prepared {summary['frames']} frames in {summary['run_dir']}")
+    print(f"  face on {summary['face_frames']} frames; lost: {_frames(summary['lost_frames'])}; "
+          f"interpolated: {_frames(summary['interpolated_frames'])}")
+    print(f"  anchor frame {summary['anchor']}")
+    for stage, sec in summary["seconds_per_frame"].items():
+        print(f"  {stage:6s} {sec * 1000:8.1f} ms per frame")
+    return 0
+
+
+def _frames(indices: list[int]) -> str:
+    return ", ".join(map(str, indices)) if indices else "none"

@@ -1,0 +1,298 @@
+"""The prepare stage as one resumable job: faces, edges and flow of a clip, cached.
+
+Results go to the run folder keyed by the video's content hash and the settings that
+affect each part, so reopening a prepared clip is instant and a changed setting
+recomputes only what it touches (a new anchor recomputes anchor flow, not edges).
+Per-frame results (edges, flow) are written frame by frame, so memory stays flat with
+clip length and a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SettingsError
+from ..geometry import WorkingGeometry, working_geometry
+from ..progress import Progress, ProgressGenerator
+from ..project import FrameStore, RunFolder, settings_key
+from ..video import VideoInfo, VideoReader, probe
+
+STAGES = ("faces", "edges", "flow")
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Everything that changes what the prepare stage computes."""
+
+    edges: str = "soft"  # "soft" (no weights) or "hed"
+    safe_edges: bool = False  # quantise edges so no faint copy of the face reaches ControlNet
+    hed_weights: str | None = None
+    flow: str = "dis"
+    short_side: int = 512
+    face_upsample: int | None = None
+    max_gap: int = 6
+    anchor: int | None = None  # None: the tracked face frame nearest the middle
+    offline: bool = True
+    device: str = "cpu"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PrepareSettings:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SettingsError(f"unknown prepare settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Prepared:
+    """A prepared clip: where everything is, plus the face track with edits applied."""
+
+    run: RunFolder
+    info: VideoInfo
+    geometry: WorkingGeometry
+    settings: PrepareSettings
+    anchor: int
+    track: Any  # FaceTrack
+    edges: FrameStore
+    flows: FrameStore
+    seconds_per_frame: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def reader(self) -> VideoReader:
+        return VideoReader(self.info.path, info=self.info)
+
+    # -- the engine's inputs (EngineInputs protocol) ----------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return self.info.frames
+
+    @property
+    def content_hash(self) -> str:
+        return self.info.content_hash
+
+    def frame(self, index: int) -> np.ndarray:
+        """Working-size RGB frame."""
+        return self.geometry.to_work(self.reader[index])
+
+    def control(self, index: int) -> np.ndarray:
+        """Working-size edges in [0, 1] (the ControlNet condition)."""
+        return self.edges.read(index)["edges"].astype(np.float32) / 255.0
+
+    def flow(self, target: int, source: int):
+        """PairFlow pulling frame ``source`` into frame ``target`` (cached pairs first)."""
+        from .flow import PairFlow, pair_flow
+
+        kind = "prev" if source == target - 1 else "anchor" if source == self.anchor else None
+        if target == source:
+            return PairFlow.identity(self.geometry.work_hw)
+        if kind is not None and self.flows.has(target):
+            a = self.flows.read(target)
+            return PairFlow(a[f"{kind}_flow"].astype(np.float32),
+                            a[f"{kind}_occlusion"].astype(np.float32) / 255.0,
+                            a[f"{kind}_occlusion_raw"].astype(bool))
+        return pair_flow(self.frame(target), self.frame(source), self.settings.flow)
+
+    def face_mask(self, index: int) -> np.ndarray:
+        """Source-size face mask in [0, 1] (landmark polygon; painted masks win)."""
+        from .face_mask import landmark_face_mask
+
+        painted = self.run.root / "masks" / f"{index:06d}.png"
+        if painted.is_file():
+            import cv2
+
+            return (cv2.imread(str(painted), cv2.IMREAD_GRAYSCALE) > 0).astype(np.float32)
+        lm = self.track.landmarks[index]
+        if np.isnan(lm).any():
+            return np.zeros((self.info.height, self.info.width), np.float32)
+        return landmark_face_mask(lm, (self.info.height, self.info.width))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "frames": self.info.frames,
+            "anchor": self.anchor,
+            "working_size": {"height": self.geometry.work_hw[0],
+                             "width": self.geometry.work_hw[1]},
+            "face_frames": len(self.track.face_frames),
+            "lost_frames": self.track.lost_frames,
+            "interpolated_frames": self.track.interpolated_frames,
+            "edited_frames": self.track.edited_frames,
+            "seconds_per_frame": self.seconds_per_frame,
+            "run_dir": str(self.run.root),
+        }
+
+
+def choose_anchor(track, frames: int) -> int:
+    """The middle frame, moved to the nearest frame where the face was really detected."""
+    from .faces import DETECTED, EDITED
+
+    middle = frames // 2
+    good = np.flatnonzero(np.isin(track.status, (DETECTED, EDITED)))
+    if good.size == 0:
+        return middle
+    return int(good[np.argmin(np.abs(good - middle))])
+
+
+def _face_key(info: VideoInfo, s: PrepareSettings) -> str:
+    return settings_key(info.content_hash, "faces", s.face_upsample, s.max_gap)
+
+
+def _edges_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings) -> str:
+    return settings_key(info.content_hash, "edges", s.edges, s.safe_edges, s.hed_weights,
+                        geo.work_hw)
+
+
+def _flow_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings, anchor: int) -> str:
+    return settings_key(info.content_hash, "flow", s.flow, geo.work_hw, anchor)
+
+
+def prepare_clip(video: str | Path, run_dir: str | Path,
+                 settings: PrepareSettings | None = None,
+                 stages: tuple[str, ...] = STAGES) -> ProgressGenerator[Prepared]:
+    """Compute (or reuse) faces, edges and flow for ``video`` in ``run_dir``.
+
+    Yields :class:`Progress` per frame and stage; returns the :class:`Prepared` clip.
+    Closing the generator stops between frames; finished frames stay cached.
+    """
+    settings = settings or PrepareSettings()
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise SettingsError(f"unknown prepare stages: {', '.join(sorted(unknown))}")
+    info = probe(video)
+    run = RunFolder(run_dir).ensure()
+    run.check_source(info.content_hash)
+    geo = working_geometry((info.height, info.width), settings.short_side)
+    run.write_run({"content_hash": info.content_hash, "source": info.to_dict(),
+                   "timing": info.timing.to_dict(), "working_hw": list(geo.work_hw)})
+    run.write_settings("prepare", settings.to_dict())
+    reader = VideoReader(video, info=info)
+    seconds: dict[str, float] = {}
+
+    track = yield from _faces(run, reader, info, settings, seconds, "faces" in stages)
+    edits = run.read_edits()
+    anchor = _anchor(edits, settings, track, info.frames)
+    edges = run.frame_store("edges", _edges_key(info, geo, settings), info.frames)
+    if "edges" in stages:
+        yield from _edges(edges, reader, geo, settings, seconds)
+    flows = run.frame_store("flow", _flow_key(info, geo, settings, anchor), info.frames)
+    if "flow" in stages:
+        yield from _flows(flows, reader, geo, settings, anchor, seconds)
+    reader.close()
+    return Prepared(run=run, info=info, geometry=geo, settings=settings, anchor=anchor,
+                    track=track, edges=edges, flows=flows, seconds_per_frame=seconds)
+
+
+def open_prepared(run_dir: str | Path, video: str | Path,
+                  settings: PrepareSettings | None = None) -> Prepared:
+    """Reopen a prepared clip without computing anything that is cached."""
+    from ..progress import run_to_end
+
+    if settings is None:
+        stored = RunFolder(run_dir).read_settings("prepare")
+        settings = PrepareSettings.from_dict(stored) if stored else PrepareSettings()
+    return run_to_end(prepare_clip(video, run_dir, settings, stages=("faces",)))
+
+
+def _anchor(edits: dict, settings: PrepareSettings, track, frames: int) -> int:
+    anchor = edits.get("anchor", {}).get("frame", settings.anchor)
+    if anchor is None:
+        return choose_anchor(track, frames)
+    if not 0 <= int(anchor) < frames:
+        raise SettingsError(f"anchor frame {anchor} is outside the clip (0..{frames - 1})")
+    return int(anchor)
+
+
+def _faces(run: RunFolder, reader: VideoReader, info: VideoInfo, s: PrepareSettings,
+           seconds: dict[str, float], compute: bool):
+    from .faces import FaceTrack, apply_edits, track_faces
+
+    key = _face_key(info, s)
+    cached = run.load_cache("faces", key)
+    if cached is not None:
+        track = FaceTrack.from_arrays(cached)
+        seconds["faces"] = float(cached.get("seconds_per_frame", np.zeros(())))
+    elif compute:
+        start = time.perf_counter()
+        track = yield from track_faces(_FrameList(reader),
+                                       max_gap=s.max_gap, upsample=s.face_upsample)
+        seconds["faces"] = (time.perf_counter() - start) / info.frames
+        run.save_cache("faces", key, {**track.to_arrays(),
+                                      "seconds_per_frame": np.array(seconds["faces"])})
+    else:
+        track = FaceTrack.empty(info.frames)
+    edits = run.read_edits()
+    if edits.get("boxes") or edits.get("status"):
+        track = apply_edits(track, edits, frames=_FrameList(reader))
+    return track
+
+
+class _FrameList:
+    """A read-only sequence view of a reader (what the face tracker expects)."""
+
+    def __init__(self, reader: VideoReader) -> None:
+        self._reader = reader
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self._reader[index]
+
+
+def _edges(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: PrepareSettings,
+           seconds: dict[str, float]):
+    from .edges import get_edge_detector
+
+    todo = store.missing()
+    if todo:
+        detector = get_edge_detector(s.edges, safe=s.safe_edges, weights=s.hed_weights,
+                                     offline=s.offline, device=s.device)
+        spent = 0.0
+        for n, i in enumerate(todo):
+            start = time.perf_counter()
+            edges = detector(geo.to_work(reader[i]))
+            store.write(i, edges=np.rint(np.clip(edges, 0, 1) * 255).astype(np.uint8))
+            spent += time.perf_counter() - start
+            yield Progress("edges", n + 1, len(todo), time.perf_counter() - start)
+        seconds["edges"] = spent / len(todo)
+        store.mark_complete()
+
+
+def _flows(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: PrepareSettings,
+           anchor: int, seconds: dict[str, float]):
+    from .flow import frame_pair_flows, get_flow_backend
+
+    todo = store.missing()
+    if todo:
+        backend = get_flow_backend(s.flow)
+        cache: dict[int, np.ndarray] = {}
+
+        def get(i: int) -> np.ndarray:  # keeps the last few working frames (i-1, i, anchor)
+            if i not in cache:
+                if len(cache) > 3:
+                    cache.pop(next(k for k in cache if k != anchor))
+                cache[i] = geo.to_work(reader[i])
+            return cache[i]
+
+        spent = 0.0
+        for n, i in enumerate(todo):
+            start = time.perf_counter()
+            pairs = frame_pair_flows(get, i, anchor, backend)
+            arrays = {}
+            for kind, pair in pairs.items():
+                arrays[f"{kind}_flow"] = pair.flow.astype(np.float16)
+                arrays[f"{kind}_occlusion"] = np.rint(pair.occlusion * 255).astype(np.uint8)
+                arrays[f"{kind}_occlusion_raw"] = pair.occlusion_raw
+            store.write(i, **arrays)
+            spent += time.perf_counter() - start
+            yield Progress("flow", n + 1, len(todo), time.perf_counter() - start)
+        seconds["flow"] = spent / len(todo)
+        store.mark_complete()

@@ -1,0 +1,102 @@
+"""The prepare stage as a cached, resumable job in the run folder (real clip, short)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_diffslva.cli import main
+from napari_diffslva.errors import DiffslvaError, SettingsError
+from napari_diffslva.export import write_video
+from napari_diffslva.prepare.pipeline import PrepareSettings, open_prepared, prepare_clip
+from napari_diffslva.progress import run_to_end
+from napari_diffslva.video import probe, read_frames
+
+SMALL = PrepareSettings(short_side=128)
+
+
+@pytest.fixture(scope="module")
+def clip(real_clip, tmp_path_factory):
+    """The first 8 frames of a real signing clip, as its own file."""
+    src = real_clip("sl_soup.mp4")
+    path = tmp_path_factory.mktemp("clip") / "soup8.mp4"
+    write_video(read_frames(src, 0, 8), path, rate=probe(src).rate)
+    return path
+
+
+def test_prepare_caches_everything_and_reopens_instantly(clip, tmp_path, monkeypatch):
+    prepared = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL))
+    s = prepared.summary()
+    assert s["frames"] == 8 and s["face_frames"] == 8 and s["lost_frames"] == []
+    assert prepared.geometry.work_hw == (128, 192)
+    assert prepared.edges.complete and prepared.flows.complete
+    edges = prepared.control(3)
+    assert edges.shape == (128, 192) and edges.min() >= 0 and edges.max() <= 1
+    assert edges.mean() > 0.01  # a real frame has edges
+    pf = prepared.flow(3, 2)
+    assert pf.flow.shape == (128, 192, 2)
+    # reopening computes nothing: every detector would fail if called
+    import napari_diffslva.prepare.edges as edges_mod
+    import napari_diffslva.prepare.faces as faces_mod
+    import napari_diffslva.prepare.flow as flow_mod
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached stage")
+
+    monkeypatch.setattr(faces_mod, "track_faces", boom)
+    monkeypatch.setattr(edges_mod, "get_edge_detector", boom)
+    monkeypatch.setattr(flow_mod, "frame_pair_flows", boom)
+    again = open_prepared(tmp_path / "run", clip)
+    assert np.array_equal(again.control(3), edges)
+    assert np.array_equal(again.track.boxes, prepared.track.boxes, equal_nan=True)
+
+
+def test_new_anchor_recomputes_flow_only(clip, tmp_path):
+    first = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL))
+    edge_mtime = first.edges.path(0).stat().st_mtime_ns
+    other = 0 if first.anchor != 0 else 7
+    second = run_to_end(prepare_clip(clip, tmp_path / "run",
+                                     PrepareSettings(short_side=128, anchor=other)))
+    assert second.anchor == other
+    assert second.edges.folder == first.edges.folder
+    assert second.edges.path(0).stat().st_mtime_ns == edge_mtime
+    assert second.flows.folder != first.flows.folder
+    # the anchor's own pull field is the identity
+    assert np.abs(second.flow(other, other).flow).max() == 0
+
+
+def test_killed_prepare_resumes_missing_frames_only(clip, tmp_path):
+    gen = prepare_clip(clip, tmp_path / "run", SMALL)
+    stages = []
+    for event in gen:
+        stages.append(event.stage)
+        if event.stage == "edges" and event.done == 3:
+            gen.close()  # the user pressed cancel, or the process was killed
+            break
+    prepared = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL))
+    assert prepared.edges.complete
+    events = list(prepare_clip(clip, tmp_path / "run", SMALL))
+    assert events == []  # nothing left to do
+
+
+def test_run_folder_refuses_another_video(clip, tmp_path, real_clip):
+    run_to_end(prepare_clip(clip, tmp_path / "run", SMALL, stages=("faces",)))
+    with pytest.raises(DiffslvaError, match="another video"):
+        run_to_end(prepare_clip(real_clip("asl_house.gif"), tmp_path / "run", SMALL))
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(SettingsError, match="edgez"):
+        PrepareSettings.from_dict({"edgez": "soft"})
+
+
+def test_prepare_cli_json(clip, tmp_path, capsys):
+    code = main(["prepare", str(clip), "-o", str(tmp_path / "run"), "--short-side", "128",
+                 "--json"])
+    assert code == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["frames"] == 8 and d["face_frames"] == 8
+    assert d["lost_frames"] == [] and d["interpolated_frames"] == []
+    assert set(d["seconds_per_frame"]) == {"faces", "edges", "flow"}
