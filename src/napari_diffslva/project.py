@@ -58,7 +58,9 @@ def read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DiffslvaError(f"{path}: corrupt JSON ({exc}); delete it to start that stage anew") from exc
+        raise DiffslvaError(
+            f"{path}: corrupt JSON ({exc}); delete it to start that stage anew"
+        ) from exc
 
 
 class RunFolder:
