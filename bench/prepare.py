@@ -1,0 +1,206 @@
+"""Benchmark of the "prepare" stage on real clips at the 512x512 working size.
+
+Each stage is one function ``bench_<name>(ctx) -> None`` registered in ``STAGES``; it
+prints its own figures. Run all stages or some:
+
+    .venv/bin/python bench/prepare.py [--quick] [--stage edges --stage flow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from napari_diffslva.prepare import edges as E
+from napari_diffslva.prepare import flow as F
+from napari_diffslva.progress import run_to_end
+from napari_diffslva.video import read_frames
+
+REAL = Path(
+    os.environ.get(
+        "NAPARI_DIFFSLVA_TEST_DATA", Path(__file__).resolve().parents[2] / "shared/data/real"
+    )
+)
+CLIPS = ("sl_soup.mp4", "asl_selfie_webcam.mp4", "asl_house.gif", "face_talking.mp4")
+SIZE = 512
+
+
+@dataclass
+class Context:
+    """What every stage gets: real frames resized to SIZE x SIZE, per clip."""
+
+    clips: dict[str, np.ndarray]
+    quick: bool
+
+    @property
+    def all_frames(self) -> np.ndarray:
+        return np.concatenate(list(self.clips.values()))
+
+
+def load_context(quick: bool) -> Context:
+    count = 8 if quick else 32
+    clips = {}
+    for name in CLIPS[:2] if quick else CLIPS:
+        frames = read_frames(REAL / name, 0, count)
+        clips[name] = np.stack(
+            [cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in frames]
+        )
+    return Context(clips, quick)
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Mean seconds per call after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def print_scaling(
+    label: str,
+    seconds_for: Callable[[int], float],
+    lengths: list[int],
+    work: Callable[[int], int] = lambda n: n,
+    unit: str = "frame",
+) -> None:
+    """Time of a whole clip for several lengths, and ms per unit of work (flat = linear)."""
+    rows = [(n, seconds_for(n)) for n in lengths]
+    per_unit = [s / work(n) for n, s in rows]
+    print(f"  {label} clip length scaling:")
+    for (n, s), pu in zip(rows, per_unit, strict=True):
+        extra = "" if unit == "frame" else f", {1000 * pu:7.1f} ms/{unit}"
+        print(f"    T={n:3d}: {s:7.3f} s total, {1000 * s / n:7.1f} ms/frame{extra}")
+    print(f"    ms/{unit} ratio longest/shortest: {per_unit[-1] / per_unit[0]:.2f} (1.0 = linear)")
+
+
+def bench_edges(ctx: Context) -> None:
+    import torch
+
+    from napari_diffslva.nets.hed import ControlNetHED
+
+    frames = ctx.all_frames
+    print(f"\n== edges ({SIZE}x{SIZE}, {torch.get_num_threads()} torch threads) ==")
+    soft = timed(lambda: [E.soft_edges(f) for f in frames[:8]], 2 if ctx.quick else 5) / 8
+    print(f"  soft (weights-free): {1000 * soft:7.1f} ms/frame, {1 / soft:6.1f} fps")
+    safe = timed(lambda: [E.safe_quantize(E.soft_edges(f)) for f in frames[:8]], 2) / 8
+    print(f"  soft + safe:         {1000 * safe:7.1f} ms/frame")
+    torch.manual_seed(0)
+    model = ControlNetHED().eval()
+    hed = timed(lambda: E.hed_edges(frames[0], model), 1 if ctx.quick else 3)
+    print(
+        f"  HED (random weights): {1000 * hed:6.0f} ms/frame, {1 / hed:6.2f} fps, "
+        f"{hed / soft:.0f}x soft"
+    )
+    detector = E.get_edge_detector("soft")
+    lengths = [4, 8, 16] if ctx.quick else [8, 16, 32, 64]
+    pool = np.concatenate([frames] * (1 + max(lengths) // len(frames)))
+
+    def clip_seconds(n: int) -> float:
+        start = time.perf_counter()
+        run_to_end(E.clip_edges(pool[:n], detector))
+        return time.perf_counter() - start
+
+    print_scaling("soft", clip_seconds, lengths)
+
+
+def _error(target: np.ndarray, image: np.ndarray, keep: np.ndarray) -> float:
+    diff = np.abs(target.astype(np.float32) - image.astype(np.float32)).mean(axis=-1)
+    return float(diff[keep].mean())
+
+
+def bench_flow(ctx: Context) -> None:
+    """Speed and quality of each DIS preset: warping error of frame i-1 pulled into frame i,
+    on the pixels that every preset calls visible (a fair common mask), per clip."""
+    presets = [f"dis-{p}" for p in F.DIS_PRESETS]
+    print(f"\n== flow ({SIZE}x{SIZE}, OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads) ==")
+    step = 4 if ctx.quick else 2
+    errors = {clip: {p: [] for p in ["no warp", *presets]} for clip in ctx.clips}
+    occluded = {p: [] for p in presets}
+    for clip, frames in ctx.clips.items():
+        for i in range(1, len(frames), step):
+            pairs = {p: F.pair_flow(frames[i], frames[i - 1], p) for p in presets}
+            common = ~np.logical_or.reduce([pr.occlusion_raw for pr in pairs.values()])
+            errors[clip]["no warp"].append(_error(frames[i], frames[i - 1], common))
+            for p, pr in pairs.items():
+                warped = F.warp_image(frames[i - 1], pr.flow)
+                errors[clip][p].append(_error(frames[i], warped, common))
+                occluded[p].append(float(pr.occlusion_raw.mean()))
+    print("  mean abs warping error (grey levels) on commonly visible pixels, frame i-1 -> i:")
+    print(f"    {'clip':24s}" + "".join(f"{p:>15s}" for p in ["no warp", *presets]))
+    mean_err = {p: [] for p in ["no warp", *presets]}
+    for clip, by_preset in errors.items():
+        row = {p: float(np.mean(v)) for p, v in by_preset.items()}
+        for p, v in row.items():
+            mean_err[p].append(v)
+        print(f"    {clip:24s}" + "".join(f"{v:15.3f}" for v in row.values()))
+    overall = {p: float(np.mean(v)) for p, v in mean_err.items()}
+    print(f"    {'mean over clips':24s}" + "".join(f"{v:15.3f}" for v in overall.values()))
+    a, b = ctx.all_frames[4], ctx.all_frames[5]
+    repeat = 3 if ctx.quick else 10
+    print("  preset          flow ms  pair+occl ms  err/no-warp  occluded %")
+    seconds = {}
+    for p in presets:
+        backend = F.get_flow_backend(p)
+        seconds[p] = timed(lambda backend=backend: backend(a, b), repeat)
+        pair = timed(lambda p=p: F.pair_flow(b, a, p), max(1, repeat // 2))
+        print(
+            f"  {p:14s} {1000 * seconds[p]:8.1f} {1000 * pair:13.1f} "
+            f"{overall[p] / overall['no warp']:12.2f} {100 * np.mean(occluded[p]):11.1f}"
+        )
+    print(
+        f"  medium vs fast: {seconds['dis-medium'] / seconds['dis-fast']:.1f}x the time, "
+        f"warp error {overall['dis-medium'] / overall['dis-fast']:.2f}x"
+    )
+    default = F.get_flow_backend("dis").name
+    print(f"  default backend: {default}")
+    lengths = [4, 8] if ctx.quick else [8, 16, 32]
+    clip = next(iter(ctx.clips.values()))
+
+    def clip_seconds(n: int) -> float:
+        start = time.perf_counter()
+        run_to_end(F.clip_flows(clip[:n], anchor=n // 2))
+        return time.perf_counter() - start
+
+    # frame 0 has no previous frame, the anchor needs no flow to itself, and the frame after
+    # the anchor reuses its previous-frame pair: 2T - 3 pairs are computed, not 2T
+    print_scaling(
+        f"clip_flows ({default}, prev + anchor)",
+        clip_seconds,
+        lengths,
+        work=lambda n: 2 * n - 3,
+        unit="pair",
+    )
+
+
+STAGES: dict[str, Callable[[Context], None]] = {"edges": bench_edges, "flow": bench_flow}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer frames and repeats")
+    parser.add_argument(
+        "--stage",
+        action="append",
+        choices=list(STAGES),
+        help="stage to run (repeatable; default: all)",
+    )
+    args = parser.parse_args(argv)
+    ctx = load_context(args.quick)
+    shapes = ", ".join(f"{k} {v.shape[0]}" for k, v in ctx.clips.items())
+    print(f"frames at {SIZE}x{SIZE}: {shapes}; {os.cpu_count()} CPUs")
+    for name in args.stage or list(STAGES):
+        STAGES[name](ctx)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
