@@ -181,7 +181,57 @@ def bench_flow(ctx: Context) -> None:
     )
 
 
-STAGES: dict[str, Callable[[Context], None]] = {"edges": bench_edges, "flow": bench_flow}
+def bench_faces(ctx: Context) -> None:
+    """Face tracking (dlib HOG + landmarks) at each clip's native size."""
+    from napari_diffslva.prepare.faces import track_faces
+
+    print("faces (native size, HOG + 68 landmarks + occlusion check):")
+    count = 8 if ctx.quick else 32
+    for name in CLIPS:
+        frames = read_frames(REAL / name, 0, count)
+        start = time.perf_counter()
+        track = run_to_end(track_faces(frames))
+        sec = (time.perf_counter() - start) / len(frames)
+        h, w = frames.shape[1:3]
+        print(f"  {name:24s} {w}x{h}: {1000 * sec:7.1f} ms/frame ({1 / sec:5.1f} fps), "
+              f"face on {len(track.face_frames)}/{len(frames)}")
+
+
+def bench_run_folder(ctx: Context) -> None:
+    """The whole prepare job into a run folder: time linear, memory flat in clip length."""
+    import tempfile
+    import tracemalloc
+
+    from napari_diffslva.export import write_video
+    from napari_diffslva.prepare.pipeline import PrepareSettings, prepare_clip
+
+    source = read_frames(REAL / "face_talking.mp4")
+    lengths = [8, 16, 32] if ctx.quick else [16, 48, 144]
+    settings = PrepareSettings(short_side=256)
+    print("prepare_clip into a run folder (face_talking.mp4, short side 256):")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in lengths:
+            clip = Path(tmp) / f"clip{n}.mp4"
+            write_video(source[:n], clip, rate=25)
+            tracemalloc.start()
+            start = time.perf_counter()
+            run_to_end(prepare_clip(clip, Path(tmp) / f"run{n}", settings))
+            seconds = time.perf_counter() - start
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            rows.append((n, seconds, peak))
+            print(f"    T={n:3d}: {seconds:7.2f} s, {1000 * seconds / n:7.1f} ms/frame, "
+                  f"peak traced memory {peak:7.1f} MiB")
+    (n0, s0, m0), (n1, s1, m1) = rows[0], rows[-1]
+    print(f"    ms/frame ratio longest/shortest: {(s1 / n1) / (s0 / n0):.2f} (1.0 = linear)")
+    print(f"    peak memory ratio longest/shortest: {m1 / m0:.2f} for {n1 / n0:.0f}x the frames "
+          "(1.0 = flat)")
+
+
+STAGES: dict[str, Callable[[Context], None]] = {
+    "edges": bench_edges, "flow": bench_flow, "faces": bench_faces, "run_folder": bench_run_folder,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,270 @@
+"""The whole anonymization of one clip: prepare, translate, restore faces, export.
+
+One function per step over one run folder, so each front end (napari, CLI, batch) runs
+the same code and a killed run resumes from the last finished frame:
+
+1. ``prepare``   faces, edges, flow (cached, see :mod:`.prepare.pipeline`)
+2. ``translate`` the diffusion engine, frame by frame into ``frames/anonymized``
+3. ``face``      the original expressions re-enacted on the new face, at source size,
+                 into ``frames/final`` (a copy of step 2 when the face module is off)
+4. ``export``    ``frames/final`` to H.264 with the source's exact timing, plus a sidecar
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .engine.settings import EngineSettings
+from .errors import DiffslvaError, SettingsError
+from .prepare.pipeline import Prepared, PrepareSettings, prepare_clip
+from .progress import Progress, ProgressGenerator
+from .project import RunFolder, settings_key
+
+FACE_MODULES = ("warp", "reenact", "off")
+FINAL = "final"
+# keys both settings objects have: set once, from the engine side
+_SHARED = ("anchor", "short_side", "offline", "device")
+
+
+@dataclass(frozen=True)
+class AnonymizeSettings:
+    """All settings of a run, readable from flat keys (the CLI flags, a TOML/JSON file)."""
+
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+    face_module: str = "warp"
+    face_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.face_module not in FACE_MODULES:
+            raise SettingsError(
+                f"face_module={self.face_module!r}: choose one of {', '.join(FACE_MODULES)}"
+            )
+        shared = {k: getattr(self.engine, k) for k in _SHARED}
+        shared["device"] = "cpu" if shared["device"] in ("auto", "cpu") else shared["device"]
+        object.__setattr__(self, "prepare", replace(self.prepare, **shared))
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> AnonymizeSettings:
+        """Split flat keys between engine, prepare and face settings; unknown keys fail."""
+        engine_keys = {f.name for f in fields(EngineSettings)}
+        prepare_keys = {f.name for f in fields(PrepareSettings)} - set(_SHARED)
+        own = {"face_module", "face_weights"}
+        unknown = set(flat) - engine_keys - prepare_keys - own
+        if unknown:
+            raise SettingsError(
+                f"unknown settings: {', '.join(sorted(unknown))} "
+                "(see `napari-diffslva anonymize --help` for the valid names)"
+            )
+        engine = EngineSettings.from_dict({k: v for k, v in flat.items() if k in engine_keys})
+        prepare = PrepareSettings.from_dict({k: v for k, v in flat.items() if k in prepare_keys})
+        return cls(engine=engine, prepare=prepare,
+                   **{k: v for k, v in flat.items() if k in own})
+
+    def to_flat(self) -> dict[str, Any]:
+        flat = {k: v for k, v in asdict(self.prepare).items() if k not in _SHARED}
+        flat.update(self.engine.to_dict())
+        flat.update(face_module=self.face_module, face_weights=self.face_weights)
+        return flat
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> AnonymizeSettings:
+        """Settings from a ``.toml`` or ``.json`` file (flat keys), then ``overrides``."""
+        p = Path(path)
+        try:
+            if p.suffix == ".toml":
+                flat = tomllib.loads(p.read_text())
+            else:
+                flat = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"{p}: cannot read settings ({exc})") from exc
+        flat = flat.get("anonymize", flat)  # a GUI sidecar nests them
+        flat.update(overrides)
+        return cls.from_flat(flat)
+
+
+@dataclass
+class AnonymizeResult:
+    """What a run produced and what it cost."""
+
+    run_dir: Path
+    frames: int
+    rate: str
+    anchor: int
+    output: Path | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    face: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"frames": self.frames, "rate": self.rate, "anchor": self.anchor,
+             "run_dir": str(self.run_dir), "output": str(self.output) if self.output else None}
+        d.update(self.stats)
+        d["face_module"] = self.face
+        return d
+
+
+def anonymize_clip(video: str | Path, run_dir: str | Path,
+                   settings: AnonymizeSettings | None = None, *, resume: bool = False,
+                   ) -> ProgressGenerator[AnonymizeResult]:
+    """Prepare, translate and restore faces; finished frames land in ``run_dir``.
+
+    Yields progress; frames of the ``translate`` and ``face`` stages carry
+    ``payload=(index, rgb_at_source_size)``. Closing the generator cancels between frames.
+    """
+    from .engine.models import load_models
+    from .engine.translate import translate_clip
+
+    settings = settings or AnonymizeSettings()
+    prepared: Prepared = yield from prepare_clip(video, run_dir, settings.prepare)
+    engine = replace(settings.engine, anchor=prepared.anchor)
+    run = prepared.run
+    run.write_settings("anonymize", settings.to_flat())
+    models = load_models(engine)
+    to_source = prepared.geometry.to_source
+    gen = translate_clip(prepared, models, engine, run, resume=resume)
+    try:
+        while True:
+            event = next(gen)
+            if event.payload is not None:
+                index, rgb = event.payload
+                event = replace(event, payload=(index, to_source(rgb)))
+            yield event
+    except StopIteration as stop:
+        run_stats = stop.value
+    finally:
+        gen.close()
+    face_report = yield from _final_frames(prepared, engine, settings, resume)
+    return AnonymizeResult(run_dir=run.root, frames=prepared.info.frames,
+                           rate=f"{prepared.info.rate.numerator}/{prepared.info.rate.denominator}",
+                           anchor=prepared.anchor, stats=run_stats.to_dict(), face=face_report)
+
+
+def _final_key(prepared: Prepared, engine: EngineSettings, settings: AnonymizeSettings) -> str:
+    edits = prepared.run.read_edits()
+    return settings_key(prepared.info.content_hash, engine.to_dict(), settings.face_module,
+                        settings.face_weights, edits)
+
+
+def _final_frames(prepared: Prepared, engine: EngineSettings, settings: AnonymizeSettings,
+                  resume: bool) -> ProgressGenerator[dict[str, Any]]:
+    """Translated frames at source size, with the face module applied when it is on."""
+    from .engine.translate import STAGE as TRANSLATED
+
+    run, n = prepared.run, prepared.info.frames
+    key = _final_key(prepared, engine, settings)
+    done = run.done_frames(FINAL, key) if resume else set()
+
+    def generated(i: int) -> np.ndarray:
+        return prepared.geometry.to_source(run.read_frame(TRANSLATED, i))
+
+    if settings.face_module == "off":
+        for i in range(n):
+            if i not in done:
+                start = time.perf_counter()
+                frame = generated(i)
+                run.write_frame(FINAL, i, frame)
+                run.mark_done(FINAL, i, key)
+                yield Progress("face", i + 1, n, time.perf_counter() - start, (i, frame))
+        return {"backend": "off"}
+    from .face.backends import make_backend
+    from .face.enhance import enhance_faces
+
+    backend = make_backend(settings.face_module, settings.face_weights)
+    gen = enhance_faces((generated, n), prepared.track, prepared.reader.__getitem__,
+                        backend=backend, source_frame_index=prepared.anchor)
+    try:
+        while True:
+            event = next(gen)
+            index, frame = event.payload
+            if index not in done:
+                run.write_frame(FINAL, index, frame)
+                run.mark_done(FINAL, index, key)
+            yield event
+    except StopIteration as stop:
+        _, report = stop.value
+    finally:
+        gen.close()
+    return report.to_dict()
+
+
+def export_result(run_dir: str | Path, output: str | Path, *, overwrite: bool = False,
+                  side_by_side: str | Path | None = None, sidecar: bool = True,
+                  source: str | Path | None = None) -> ProgressGenerator[Path]:
+    """Encode the finished frames of ``run_dir`` with the source's exact timing.
+
+    Writes ``output`` (and, when asked, a side-by-side comparison video with the original
+    ``source`` on the left) plus ``output.json``: settings, model ids, tool version, source
+    timing — never the source file name.
+    """
+    from .export import check_output, export_frames
+    from .video import VideoReader, VideoTiming, probe
+
+    run = RunFolder(run_dir)
+    meta = run.read_run()
+    if not meta:
+        raise DiffslvaError(f"{run_dir}: not a run folder (no run.json); run anonymize first")
+    timing = VideoTiming.from_dict(meta["timing"])
+    key = run.manifest(FINAL).get("key")
+    done = run.done_frames(FINAL, key) if key else set()
+    missing = [i for i in range(timing.frames) if i not in done]
+    if missing:
+        raise DiffslvaError(
+            f"{run_dir}: {len(missing)} of {timing.frames} frames are not finished "
+            f"(first missing: {missing[0]}); resume the run before exporting"
+        )
+    out = check_output(output, overwrite=overwrite, protect=[source] if source else [])
+    frames = (run.read_frame(FINAL, i) for i in range(timing.frames))
+    yield from export_frames(frames, out, timing, overwrite=overwrite,
+                             protect=[source] if source else [])
+    if side_by_side is not None:
+        if source is None:
+            raise DiffslvaError("a side-by-side video needs the original clip (source=...)")
+        info = probe(source)
+        if info.content_hash != meta["content_hash"]:
+            raise DiffslvaError(f"{source}: not the video this run folder was made from")
+        with VideoReader(source, info=info) as reader:
+            pairs = (np.concatenate([reader[i], run.read_frame(FINAL, i)], axis=1)
+                     for i in range(timing.frames))
+            yield from export_frames(pairs, side_by_side, timing, overwrite=overwrite,
+                                     protect=[source])
+    if sidecar:
+        from .project import atomic_write_json
+
+        atomic_write_json(Path(str(out) + ".json"), {
+            "tool": "napari-diffslva", "version": __version__,
+            "anonymize": run.read_settings("anonymize"),
+            "source": {k: meta["source"].get(k) for k in
+                       ("frames", "rate", "fps", "width", "height", "duration",
+                        "content_hash")},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+    return out
+
+
+def anonymize(video: str | Path, output: str | Path, *, run_dir: str | Path | None = None,
+              settings: AnonymizeSettings | None = None, resume: bool = False,
+              overwrite: bool = False, side_by_side: str | Path | None = None,
+              ) -> ProgressGenerator[AnonymizeResult]:
+    """:func:`anonymize_clip` then :func:`export_result`: the CLI's and batch's one call."""
+    from .export import check_output
+
+    out = check_output(output, overwrite=overwrite, protect=[video])
+    run_dir = Path(run_dir) if run_dir else default_run_dir(out)
+    result = yield from anonymize_clip(video, run_dir, settings, resume=resume)
+    result.output = yield from export_result(run_dir, out, overwrite=overwrite,
+                                             side_by_side=side_by_side, source=video)
+    return result
+
+
+def default_run_dir(output: str | Path) -> Path:
+    """``OUT.mp4`` -> ``OUT.diffslva-run/`` beside it (named after the output, not the source)."""
+    out = Path(output)
+    return out.with_name(out.stem + ".diffslva-run")
