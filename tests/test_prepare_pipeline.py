@@ -100,3 +100,38 @@ def test_prepare_cli_json(clip, tmp_path, capsys):
     assert d["frames"] == 8 and d["face_frames"] == 8
     assert d["lost_frames"] == [] and d["interpolated_frames"] == []
     assert set(d["seconds_per_frame"]) == {"faces", "edges", "flow"}
+
+
+def test_face_mask_sources(clip, tmp_path):
+    """Landmark mask by default; a BiSeNet parse when chosen; a painted mask wins."""
+    import cv2
+    import torch
+
+    from napari_diffslva.nets.bisenet import BiSeNet
+
+    prepared = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL, stages=("faces",)))
+    mask = prepared.face_mask(2)
+    assert mask.shape == (240, 320) and mask.max() == pytest.approx(1.0, abs=1e-3)
+    lm = prepared.track.landmarks[2]
+    cx, cy = np.nanmean(lm, axis=0).astype(int)
+    assert mask[cy, cx] > 0.99 and mask[5, 5] == 0
+    # BiSeNet with random weights: every pixel is some class; the mask lands around the face
+    torch.manual_seed(0)
+    weights = tmp_path / "79999_iter.pth"
+    torch.save(BiSeNet(19).state_dict(), weights)
+    parsed = run_to_end(prepare_clip(
+        clip, tmp_path / "run", PrepareSettings(short_side=128, face_parser="bisenet",
+                                                parser_weights=str(weights)),
+        stages=("faces",)))
+    pmask = parsed.face_mask(2)
+    assert pmask.shape == (240, 320)
+    outside = np.ones_like(pmask, bool)
+    x0, y0, x1, y1 = prepared.track.boxes[2]
+    w, h = x1 - x0, y1 - y0
+    outside[max(0, int(y0 - h)): int(y1 + h), max(0, int(x0 - w)): int(x1 + w)] = False
+    assert pmask[outside].max() == 0  # nothing far from the face
+    painted = np.zeros((240, 320), np.uint8)
+    painted[10:20, 10:20] = 255
+    (tmp_path / "run" / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "run" / "masks" / "000002.png"), painted)
+    assert np.array_equal(prepared.face_mask(2) > 0, painted > 0)

@@ -38,6 +38,8 @@ class PrepareSettings:
     face_upsample: int | None = None
     max_gap: int = 6
     anchor: int | None = None  # None: the tracked face frame nearest the middle
+    face_parser: str = "landmarks"  # "landmarks" (no weights) or "bisenet" (79999_iter.pth)
+    parser_weights: str | None = None
     offline: bool = True
     device: str = "cpu"
 
@@ -102,18 +104,43 @@ class Prepared:
         return pair_flow(self.frame(target), self.frame(source), self.settings.flow)
 
     def face_mask(self, index: int) -> np.ndarray:
-        """Source-size face mask in [0, 1] (landmark polygon; painted masks win)."""
-        from .face_mask import landmark_face_mask
+        """Source-size face mask in [0, 1]: a painted mask if the user made one, else the
+        BiSeNet parse of the aligned face (when chosen), else the landmark polygon."""
+        from .face_mask import frame_face_mask
 
+        hw = (self.info.height, self.info.width)
         painted = self.run.root / "masks" / f"{index:06d}.png"
         if painted.is_file():
             import cv2
 
             return (cv2.imread(str(painted), cv2.IMREAD_GRAYSCALE) > 0).astype(np.float32)
-        lm = self.track.landmarks[index]
-        if np.isnan(lm).any():
-            return np.zeros((self.info.height, self.info.width), np.float32)
-        return landmark_face_mask(lm, (self.info.height, self.info.width))
+        if self.settings.face_parser == "bisenet" and index in set(self.track.face_frames):
+            return self._parsed_mask(index, hw)
+        return frame_face_mask(self.track, index, hw)
+
+    @cached_property
+    def _parser(self):
+        from .face_mask import load_face_parser
+
+        return load_face_parser(self.settings.parser_weights, offline=self.settings.offline,
+                                device=self.settings.device)
+
+    @cached_property
+    def _transforms(self) -> np.ndarray:
+        from .align import alignment_transforms
+
+        return alignment_transforms(self.track, 512)
+
+    def _parsed_mask(self, index: int, hw: tuple[int, int]) -> np.ndarray:
+        import cv2
+
+        from .align import crop_face
+        from .face_mask import parser_face_mask
+
+        m = self._transforms[index]
+        mask = parser_face_mask(self._parser.parse(crop_face(self.reader[index], m, 512)))
+        return cv2.warpAffine(mask.astype(np.float32), m, (hw[1], hw[0]),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
     def summary(self) -> dict[str, Any]:
         return {
