@@ -1,0 +1,328 @@
+"""Run the anonymization audit on a pair of clips: original and anonymized, frame for frame.
+
+The original's face track says where the signer's face is; the anonymized face is looked
+for near the same place in the same frame. Identity, expression, hands/body and temporal
+metrics are computed on the audited frames (all, or every ``stride``-th, at most
+``max_frames``) and gathered in an :class:`~napari_diffslva.audit.result.AuditResult`.
+Anything that cannot be measured is NaN in the result and explained in ``notes``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SettingsError, VideoError
+from ..progress import Progress, ProgressGenerator
+from . import expression as expr
+from . import hands as hands_metrics
+from .identity import (
+    SAME_PERSON_THRESHOLD,
+    box_iou,
+    embedding_distance,
+    face_embedding,
+    locate_face_near,
+    signer_reference,
+)
+from .result import (
+    AuditResult,
+    ExpressionResult,
+    HandsResult,
+    IdentityResult,
+    TemporalResult,
+)
+from .temporal import warp_errors
+
+FrameSequence = Sequence[np.ndarray] | np.ndarray  # anything with len() and [i] -> (H, W, 3)
+_ASPECT_TOLERANCE = 0.02  # relative; a resized export keeps the aspect to within rounding
+# The signer's reference embedding is the mean over this many original frames spread over
+# the clip (an embedding costs ~0.1-0.25 s; more frames barely move the mean).
+REFERENCE_FRAMES = 8
+_SAME_PLACE_IOU = 0.5  # a found face overlapping the original's box this much is in place
+
+
+def sample_frames(count: int, stride: int = 1, max_frames: int | None = None) -> list[int]:
+    """Indices of the audited frames: every ``stride``-th, then at most ``max_frames``
+    spread evenly over the clip."""
+    if stride < 1:
+        raise SettingsError(f"stride must be 1 or more, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise SettingsError(f"max_frames must be 1 or more, got {max_frames}")
+    indices = list(range(0, count, stride))
+    if max_frames is not None and len(indices) > max_frames:
+        picks = np.linspace(0, len(indices) - 1, max_frames).round().astype(int)
+        indices = [indices[k] for k in picks]
+    return indices
+
+
+def _frame_getter(frames: FrameSequence, name: str, size: tuple[int, int] | None):
+    """``get(i)`` -> uint8 RGB frame, resized to ``size`` (h, w) when it differs only in scale."""
+
+    def get(i: int) -> np.ndarray:
+        frame = np.asarray(frames[i])
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise VideoError(f"{name} frame {i}: expected uint8 RGB (H, W, 3), got "
+                             f"{frame.dtype} {frame.shape}")
+        if size is not None and frame.shape[:2] != size:
+            import cv2
+
+            frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return frame
+
+    return get
+
+
+def _check_pair(original: FrameSequence, anonymized: FrameSequence) -> tuple[Any, Any, list[str]]:
+    """Getters for both clips (the anonymized one at the original's size) and notes."""
+    if len(original) == 0 or len(anonymized) == 0:
+        raise VideoError("a clip has no frames; the audit needs frames in both clips")
+    if len(original) != len(anonymized):
+        raise VideoError(
+            f"the clips differ in length: original has {len(original)} frames, anonymized "
+            f"{len(anonymized)}; the audit compares frame by frame, so export the anonymized "
+            "clip with every frame of the original"
+        )
+    get_original = _frame_getter(original, "original", None)
+    first_original, first_anonymized = get_original(0), _frame_getter(anonymized, "anonymized",
+                                                                       None)(0)
+    (h, w), (ha, wa) = first_original.shape[:2], first_anonymized.shape[:2]
+    notes = []
+    if (h, w) != (ha, wa):
+        if abs((w / h) / (wa / ha) - 1) > _ASPECT_TOLERANCE:
+            raise VideoError(
+                f"the clips differ in shape: original {w}x{h}, anonymized {wa}x{ha}; the audit "
+                "needs the same framing (export at the original size)"
+            )
+        notes.append(f"the anonymized clip ({wa}x{ha}) was resized to the original's {w}x{h}")
+    return get_original, _frame_getter(anonymized, "anonymized", (h, w)), notes
+
+
+def _track_of(track: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (T, 4), landmarks (T, 68, 2)) of a FaceTrack-like object, checked; NaN on
+    frames without a face that was seen (interpolated boxes are guesses: an embedding of
+    a guessed alignment would measure the guess, not the face)."""
+    from ..prepare.faces import INTERPOLATED
+
+    boxes = np.array(track.boxes, dtype=np.float64)
+    landmarks = np.array(track.landmarks, dtype=np.float64)
+    if boxes.shape != (count, 4) or landmarks.shape != (count, 68, 2):
+        raise SettingsError(
+            f"the face track covers {boxes.shape[0]} frames with boxes {boxes.shape} and "
+            f"landmarks {landmarks.shape}; the original clip has {count} frames: track it again"
+        )
+    status = getattr(track, "status", None)
+    if status is not None:
+        guessed = np.asarray(status) == INTERPOLATED
+        boxes[guessed], landmarks[guessed] = np.nan, np.nan
+    return boxes, landmarks
+
+
+def _hand_boxes_of(hand_boxes: Any, count: int) -> Sequence[np.ndarray | None] | None:
+    if hand_boxes is None:
+        return None
+    if len(hand_boxes) != count:
+        raise SettingsError(
+            f"hand boxes are given for {len(hand_boxes)} frames, the clip has {count}: give "
+            "one (possibly empty) list of (x0, y0, x1, y1) boxes per frame"
+        )
+    return hand_boxes
+
+
+def audit_clips(
+    original_frames: FrameSequence,
+    anonymized_frames: FrameSequence,
+    *,
+    hand_boxes: Sequence[Any] | None = None,
+    track: Any = None,
+    stride: int = 1,
+    max_frames: int | None = None,
+) -> ProgressGenerator[AuditResult]:
+    """Audit an anonymized clip against its original (a progress generator).
+
+    ``original_frames`` and ``anonymized_frames``: sequences (arrays, lists, or a
+    :class:`~napari_diffslva.video.VideoReader`) of uint8 RGB ``(H, W, 3)`` frames of equal
+    length. ``hand_boxes``: per frame of the whole clip, ``(K, 4)`` boxes ``(x0, y0, x1,
+    y1)`` pixels (NaN rows or empty for none). ``track``: a
+    :class:`~napari_diffslva.prepare.faces.FaceTrack` of the whole original clip, to skip
+    tracking it again. ``stride``/``max_frames`` subsample the audited frames.
+    """
+    get_original, get_anonymized, notes = _check_pair(original_frames, anonymized_frames)
+    count = len(original_frames)
+    indices = sample_frames(count, stride, max_frames)
+    hands_given = _hand_boxes_of(hand_boxes, count)
+    n = len(indices)
+    # Decode once, in order: the audited frames and their predecessors (temporal pairs).
+    needed = sorted(set(indices) | {i - 1 for i in indices if i > 0})
+    originals = {i: get_original(i) for i in needed}
+    anonymizeds = {i: get_anonymized(i) for i in needed}
+    hw = originals[indices[0]].shape[:2]
+
+    # 1. Where the signer's face is in the original.
+    if track is None:
+        from ..prepare.faces import track_faces
+
+        sampled_track = yield from track_faces([originals[i] for i in indices])
+        boxes, landmarks = _track_of(sampled_track, n)
+    else:
+        all_boxes, all_landmarks = _track_of(track, count)
+        boxes, landmarks = all_boxes[indices], all_landmarks[indices]
+    has_face = np.isfinite(boxes).all(axis=1) & np.isfinite(landmarks).all(axis=(1, 2))
+
+    # 2. Faces of both clips: embeddings (identity) and landmarks (expression).
+    from ..prepare.faces import FaceBox, face_landmarks
+
+    original_embeddings = np.full((n, 128), np.nan)
+    anonymized_embeddings = np.full((n, 128), np.nan)
+    fitted_embeddings = np.full((n, 128), np.nan)  # no face detected: fitted in the original's box
+    anonymized_landmarks = np.full((n, 68, 2), np.nan)
+    anonymized_boxes = np.full((n, 4), np.nan)
+    fitted_without_detection: list[int] = []
+    with_face = np.flatnonzero(has_face)
+    reference_frames = {int(with_face[j]) for j in
+                        sample_frames(len(with_face), max_frames=REFERENCE_FRAMES)}
+    for k, i in enumerate(indices):
+        start = time.perf_counter()
+        if has_face[k]:
+            box = FaceBox(*boxes[k])
+            if k in reference_frames:
+                original_embeddings[k] = face_embedding(originals[i], box, landmarks[k])
+            found = locate_face_near(anonymizeds[i], box)
+            if found is not None:
+                anonymized_boxes[k] = found.as_array()
+                # Where the face stayed in place, fit it in the original's box: the landmark
+                # fit depends on the box, and detector jitter is not an expression change.
+                fit = box if box_iou(found, box) >= _SAME_PLACE_IOU else found
+                anonymized_landmarks[k] = face_landmarks(anonymizeds[i], fit)
+                anonymized_embeddings[k] = face_embedding(anonymizeds[i], fit,
+                                                          anonymized_landmarks[k])
+            else:  # read the face where it should be, even if no detector finds it there
+                anonymized_landmarks[k] = face_landmarks(anonymizeds[i], box)
+                fitted_embeddings[k] = face_embedding(anonymizeds[i], box,
+                                                      anonymized_landmarks[k])
+                fitted_without_detection.append(i)
+        yield Progress("identity", k + 1, n, time.perf_counter() - start)
+
+    identity = _identity(indices, has_face, original_embeddings, anonymized_embeddings,
+                         fitted_embeddings, notes)
+    original_features = expr.clip_features(np.where(has_face[:, None, None], landmarks, np.nan), hw)
+    anonymized_features = expr.clip_features(anonymized_landmarks, hw)
+    correlation, error = expr.compare_features(original_features, anonymized_features)
+    if identity.measured and not np.isfinite(list(correlation.values())).any():
+        notes.append("expression: correlation over time needs at least 3 audited frames with "
+                     "a face in both clips and some movement; it is null here")
+    if fitted_without_detection:
+        notes.append(f"expression: {len(fitted_without_detection)} anonymized frames had no "
+                     "detectable face; their landmarks were fitted where the original's face is")
+    expression = ExpressionResult(list(expr.FEATURES), dict(expr.UNITS), original_features,
+                                  anonymized_features, correlation, error,
+                                  fitted_without_detection)
+
+    # 3. Hands and body.
+    from ..prepare.edges import soft_edges
+
+    fallback_face = np.nanmedian(boxes[has_face], axis=0) if has_face.any() else None
+    edge_f, ssim = np.full(n, np.nan), np.full(n, np.nan)
+    hand_ssim = None if hands_given is None else np.full(n, np.nan)
+    for k, i in enumerate(indices):
+        start = time.perf_counter()
+        face_region = hands_metrics.box_mask(hw, boxes[k] if has_face[k] else fallback_face)
+        face_region |= hands_metrics.box_mask(hw, anonymized_boxes[k])
+        edge_f[k] = hands_metrics.edge_fscore(soft_edges(originals[i]), soft_edges(anonymizeds[i]),
+                                              exclude=face_region)
+        ssim[k] = hands_metrics.frame_ssim(originals[i], anonymizeds[i])
+        if hand_ssim is not None:
+            hand_ssim[k] = hands_metrics.region_ssim(originals[i], anonymizeds[i], hands_given[i])
+        yield Progress("hands", k + 1, n, time.perf_counter() - start)
+    if hand_ssim is not None and not np.isfinite(hand_ssim).any():
+        notes.append("hands: no usable hand box (each must be at least 7x7 px inside the frame)")
+
+    # 4. Temporal consistency on pairs (i-1, i) that end at an audited frame.
+    pairs = [(i - 1, i) for i in indices if i > 0]
+    input_error, output_error = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
+    for k, (p, i) in enumerate(pairs):
+        start = time.perf_counter()
+        input_error[k], output_error[k] = warp_errors(originals[p], originals[i],
+                                                      anonymizeds[p], anonymizeds[i])
+        yield Progress("temporal", k + 1, len(pairs), time.perf_counter() - start)
+    if not pairs:
+        notes.append("temporal: a single frame has no consecutive pair; warping error is null")
+
+    return AuditResult(
+        frames=count,
+        frame_indices=indices,
+        size=(int(hw[0]), int(hw[1])),
+        identity=identity,
+        expression=expression,
+        hands=HandsResult(edge_f, ssim, hand_ssim),
+        temporal=TemporalResult(pairs, input_error, output_error),
+        notes=notes,
+    )
+
+
+def _identity(
+    indices: list[int],
+    has_face: np.ndarray,
+    original_embeddings: np.ndarray,
+    anonymized_embeddings: np.ndarray,
+    fitted_embeddings: np.ndarray,
+    notes: list[str],
+) -> IdentityResult:
+    """Distances to the signer's reference embedding, leaks and faceless frames."""
+    n = len(indices)
+    distance, original_distance, fitted_distance = (np.full(n, np.nan) for _ in range(3))
+    if not has_face.any():
+        notes.append("identity and expression: no face was found in any audited frame of the "
+                     "original, so there is nothing to compare; check that the first clip is "
+                     "the original and that the face is visible and frontal")
+        return IdentityResult(distance, original_distance, fitted_distance,
+                              SAME_PERSON_THRESHOLD, [], [], [], measured=False)
+    embedded = np.isfinite(original_embeddings).all(axis=1)
+    reference = signer_reference(original_embeddings[embedded])
+    for k in np.flatnonzero(has_face):
+        if embedded[k]:
+            original_distance[k] = embedding_distance(original_embeddings[k], reference)
+        if np.isfinite(anonymized_embeddings[k]).all():
+            distance[k] = embedding_distance(anonymized_embeddings[k], reference)
+        elif np.isfinite(fitted_embeddings[k]).all():
+            fitted_distance[k] = embedding_distance(fitted_embeddings[k], reference)
+    face_frames = [indices[k] for k in np.flatnonzero(has_face)]
+    # A face no detector finds can still be recognised: the fitted distance counts too.
+    leaking = (distance < SAME_PERSON_THRESHOLD) | (fitted_distance < SAME_PERSON_THRESHOLD)
+    leaks = [indices[k] for k in np.flatnonzero(leaking)]
+    no_face = [indices[k] for k in np.flatnonzero(has_face & ~np.isfinite(distance))]
+    return IdentityResult(distance, original_distance, fitted_distance, SAME_PERSON_THRESHOLD,
+                          leaks, no_face, face_frames, measured=True)
+
+
+def audit_videos(
+    original_path: str | Path,
+    anonymized_path: str | Path,
+    *,
+    hand_boxes: Sequence[Any] | None = None,
+    track: Any = None,
+    stride: int = 1,
+    max_frames: int | None = None,
+) -> ProgressGenerator[AuditResult]:
+    """:func:`audit_clips` on two files (videos, GIFs, images, image folders).
+
+    Frames are decoded on demand (only the audited frames and their predecessors), so
+    long clips do not have to fit in memory. Unreadable files raise
+    :class:`~napari_diffslva.errors.VideoError`.
+    """
+    from ..video import VideoReader, probe
+
+    original_info, anonymized_info = probe(original_path), probe(anonymized_path)
+    if original_info.frames != anonymized_info.frames:
+        raise VideoError(
+            f"{anonymized_path} has {anonymized_info.frames} frames but {original_path} has "
+            f"{original_info.frames}; the audit compares frame by frame, so export the "
+            "anonymized clip with every frame of the original"
+        )
+    with VideoReader(original_path, info=original_info) as original, \
+            VideoReader(anonymized_path, info=anonymized_info) as anonymized:
+        return (yield from audit_clips(original, anonymized, hand_boxes=hand_boxes, track=track,
+                                       stride=stride, max_frames=max_frames))
