@@ -1,0 +1,183 @@
+"""The video loop: streamed frames, resume, cancel, and temporal consistency on real clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_diffslva.errors import Cancelled
+from napari_diffslva.progress import run_to_end
+from napari_diffslva.project import RunFolder
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread, above all on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from napari_diffslva.engine.tiny import tiny_settings
+
+    return tiny_settings(tmp_path_factory.mktemp("tiny"), steps=10)
+
+
+@pytest.fixture(scope="module")
+def models(tiny):
+    from napari_diffslva.engine.models import load_models
+
+    return load_models(tiny)
+
+
+def _clip(real_clip, name, hw, start, stop, every=1):
+    import cv2
+
+    from napari_diffslva.video import read_frames
+
+    clip = read_frames(real_clip(name), start, stop)[::every]
+    small = np.stack([cv2.resize(f, hw[::-1], interpolation=cv2.INTER_AREA) for f in clip])
+    grey = [cv2.GaussianBlur(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (3, 3), 0) for f in small]
+    edges = np.stack([cv2.Canny(g, 60, 140).astype(np.float32) / 255 for g in grey])
+    return small, edges
+
+
+@pytest.fixture(scope="module")
+def soup_inputs(real_clip):
+    from napari_diffslva.engine.translate import InMemoryInputs
+
+    return InMemoryInputs(*_clip(real_clip, "sl_soup.mp4", (64, 64), 0, 5))
+
+
+def test_every_frame_streamed_to_the_run_folder(models, tiny, soup_inputs, tmp_path):
+    from napari_diffslva.engine.translate import STAGE, RunStats, run_key, translate_clip
+
+    run = RunFolder(tmp_path / "run")
+    settings = tiny.replace(anchor=2)
+    events = []
+    stats = run_to_end(translate_clip(soup_inputs, models, settings, run), events.append)
+    indices = [e.payload[0] for e in events]
+    assert indices[0] == 2 and sorted(indices) == list(range(soup_inputs.num_frames))
+    assert [e.done for e in events] == list(range(1, soup_inputs.num_frames + 1))
+    for e in events:
+        i, rgb = e.payload
+        assert rgb.shape == soup_inputs.frame(i).shape and rgb.dtype == np.uint8
+        assert np.array_equal(run.read_frame(STAGE, i), rgb)
+    key = run_key(soup_inputs, settings)
+    assert run.done_frames(STAGE, key) == set(range(soup_inputs.num_frames))
+    assert isinstance(stats, RunStats) and stats.frames == soup_inputs.num_frames
+    start = settings.start_step
+    # anchor: one pass; other frames: two passes (fusion); CFG doubles every step
+    expected = (2 * (settings.steps - start) * (1 + 2 * (stats.frames - 1))) / stats.frames
+    assert stats.unet_evals_per_frame == stats.controlnet_evals_per_frame == expected
+    assert 0 < stats.denoiser_seconds_per_frame < stats.seconds_per_frame
+    assert stats.cache_bytes > 0 and stats.peak_memory_mb > 0
+
+
+def test_resume_after_a_kill_is_bit_identical(models, tiny, soup_inputs, tmp_path):
+    from napari_diffslva.engine.translate import STAGE, run_key, translate_clip
+
+    settings = tiny.replace(anchor=1)
+    key = run_key(soup_inputs, settings)
+    whole = RunFolder(tmp_path / "whole")
+    run_to_end(translate_clip(soup_inputs, models, settings, whole))
+
+    killed = RunFolder(tmp_path / "killed")
+    gen = translate_clip(soup_inputs, models, settings, killed)
+    seen = [next(gen).payload[0] for _ in range(3)]  # anchor 1, then frames 0 and 2
+    gen.close()  # the process dies here
+    assert seen == [1, 0, 2]
+    assert killed.done_frames(STAGE, key) == {0, 1, 2}
+    assert sorted(p.name for p in killed.frames_dir(STAGE).glob("*.png")) == [
+        f"{i:06d}.png" for i in (0, 1, 2)]
+
+    events = []
+    stats = run_to_end(translate_clip(soup_inputs, models, settings, killed, resume=True),
+                       events.append)
+    assert stats.frames == 3  # the anchor is recomputed, frames 3 and 4 are new
+    assert sorted(e.payload[0] for e in events) == list(range(soup_inputs.num_frames))
+    for i in range(soup_inputs.num_frames):
+        assert np.array_equal(killed.read_frame(STAGE, i), whole.read_frame(STAGE, i)), i
+
+
+def test_cancel_mid_frame_keeps_the_run_folder_consistent(models, tiny, soup_inputs, tmp_path):
+    from napari_diffslva.engine.translate import STAGE, run_key, translate_clip
+
+    settings = tiny.replace(anchor=0, fusion=False)
+    calls = {"n": 0}
+
+    def should_stop():  # stop in the middle of the third frame
+        calls["n"] += 1
+        return calls["n"] > 2 * (settings.steps - settings.start_step) + 3
+
+    run = RunFolder(tmp_path / "run")
+    with pytest.raises(Cancelled):
+        run_to_end(translate_clip(soup_inputs, models, settings, run, should_stop=should_stop))
+    done = run.done_frames(STAGE, run_key(soup_inputs, settings))
+    assert done == {0, 1}
+    assert set(run.manifest(STAGE)["done"]) == done
+    assert {int(p.stem) for p in run.frames_dir(STAGE).glob("*.png")} == done
+    # unet processors are stock again after the cancel
+    assert not any("CrossFrame" in type(p).__name__ for p in models.unet.attn_processors.values())
+
+
+def _warping_error(outputs, inputs) -> float:
+    """Mean absolute difference between each output frame and the previous output warped
+    into it by the *input* flow, over pixels visible in both (0-255 scale)."""
+    from napari_diffslva.prepare.flow import warp_image
+
+    errors = []
+    for i in range(1, len(outputs)):
+        pair = inputs.flow(i, i - 1)
+        warped = warp_image(outputs[i - 1].astype(np.float32), pair.flow)
+        visible = ~pair.occlusion_raw
+        diff = np.abs(warped - outputs[i].astype(np.float32)).mean(axis=-1)
+        errors.append(diff[visible].mean())
+    return float(np.mean(errors))
+
+
+def test_pixel_aware_fusion_pulls_a_frame_toward_its_warped_reference(models, tiny, real_clip):
+    """Frame 1 after frame 0 (anchor and previous frame at once), with stage-2 fusion at full
+    weight over the whole schedule vs. without: the fused result must be the reference, the
+    generated frame 0 pulled along the flow (a 16-pixel shift, no occlusion), compared at
+    latent resolution (all the tiny 8x8 box-filter VAE can represent). What remains is the
+    q(x_ref, t) noise of the last step, about 2 grey levels.
+
+    A random UNet cannot show fusion's effect on flicker (its output is mostly the fixed
+    noise pattern); bench/engine.py reports that figure for the record."""
+    import cv2
+
+    from napari_diffslva.engine.sampler import FrameRefs, FrameSampler
+    from napari_diffslva.engine.translate import InMemoryInputs
+    from napari_diffslva.prepare.flow import PairFlow, warp_image
+
+    hw = (64, 128)
+    inputs = InMemoryInputs(*_clip(real_clip, "asl_house.gif", hw, 20, 27, every=6))
+    shift = np.zeros((*hw, 2), np.float32)
+    shift[..., 0] = 16.0
+    pair = PairFlow(shift, np.zeros(hw, np.float32), np.zeros(hw, bool))
+    results = {}
+    for fusion in (False, True):
+        settings = tiny.replace(cross_frame_attention=False, adain=False, fusion=fusion,
+                                stage1_range=(0.0, 0.0), stage2_range=(0.0, 1.0),
+                                stage2_weight=1.0)
+        with FrameSampler(models, settings, hw) as sampler:
+            guide = sampler.translate_anchor(inputs.frame(0), inputs.control(0))
+            refs = FrameRefs(pair, pair, guide.rgb)
+            results[fusion] = sampler.translate_frame(inputs.frame(1), inputs.control(1), guide,
+                                                      refs).astype(np.float32)
+    target = warp_image(guide.rgb.astype(np.float32), pair.flow)
+
+    def distance(rgb):
+        def blocks(x):
+            return cv2.resize(x, (hw[1] // 8, hw[0] // 8), interpolation=cv2.INTER_AREA)
+        return float(np.abs(blocks(rgb) - blocks(target)).mean())
+
+    fused, direct = distance(results[True]), distance(results[False])
+    print(f"distance to the warped previous output: fused {fused:.2f}, direct {direct:.2f}")
+    assert direct > 20 and fused < 4
