@@ -14,7 +14,9 @@ import sys
 
 from ..errors import DiffslvaError
 
-SUBCOMMANDS = ["info", "probe", "export", "prepare", "audit"]
+SUBCOMMANDS = [
+    "info", "probe", "export", "prepare", "anonymize", "selftest", "audit", "reenact", "batch",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,7 +64,7 @@ def _diffusion_models() -> dict:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return {}
-    from ..engine_defaults import DEFAULT_CONTROLNET, DEFAULT_MODEL
+    from ..engine.settings import DEFAULT_CONTROLNET, DEFAULT_MODEL
 
     out = {}
     for repo, probe_file in ((DEFAULT_MODEL, "model_index.json"),
