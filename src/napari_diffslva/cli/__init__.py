@@ -15,7 +15,7 @@ import sys
 from ..errors import DiffslvaError
 
 SUBCOMMANDS = [
-    "info", "probe", "export", "prepare", "anonymize", "selftest", "audit", "reenact", "batch",
+    "info", "probe", "export", "prepare", "anonymize", "selftest", "audit",
 ]
 
 
