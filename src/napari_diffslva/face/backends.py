@@ -1,0 +1,72 @@
+"""Face reenactment backends: one interface, chosen by a setting.
+
+``"warp"`` (default) needs no weights: landmark-driven piecewise-affine warping.
+``"reenact"`` runs the Thin-Plate Spline Motion Model from a local ``vox.pth.tar``.
+Both render the source face with each driving frame's expression, on aligned 256x256 crops.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import SettingsError
+
+BACKENDS = ("warp", "reenact")
+
+
+class ReenactBackend(Protocol):
+    """Renders the source face with the driver's expressions, one crop per driving crop.
+
+    All crops are aligned (H, W, 3) uint8 RGB of the same size (256x256); landmarks are
+    (68, 2) (x, y) crop pixels. Motion is relative: the driver's change since its
+    ``neutral`` frame is applied to the source, so the source keeps its own face shape.
+    """
+
+    name: str
+
+    def reenact(
+        self,
+        source_crop: np.ndarray,
+        source_landmarks: np.ndarray,
+        driving_crops: Iterable[np.ndarray],
+        driving_landmarks: Iterable[np.ndarray],
+        neutral_crop: np.ndarray,
+        neutral_landmarks: np.ndarray,
+    ) -> Iterator[np.ndarray]: ...
+
+
+def make_backend(name: str, weights: str | os.PathLike | None = None) -> ReenactBackend:
+    """The backend called ``name`` (``"warp"`` or ``"reenact"``; the latter loads weights:
+    ``weights`` path, or ``vox.pth.tar`` found in the weight folders)."""
+    if name == "warp":
+        from .landmark_warp import LandmarkWarpBackend
+
+        return LandmarkWarpBackend()
+    if name == "reenact":
+        from .tpsmm_backend import TPSMMBackend
+
+        return TPSMMBackend.from_weights(weights)
+    raise SettingsError(f"face backend {name!r} unknown: use one of {', '.join(BACKENDS)}")
+
+
+class StillBackend:
+    """The module switched off: the source face pasted unchanged on every frame. Not a
+    user setting; the baseline the expression measurements compare against."""
+
+    name = "still"
+
+    def reenact(
+        self,
+        source_crop: np.ndarray,
+        source_landmarks: np.ndarray,
+        driving_crops: Iterable[np.ndarray],
+        driving_landmarks: Iterable[np.ndarray],
+        neutral_crop: np.ndarray,
+        neutral_landmarks: np.ndarray,
+    ) -> Iterator[np.ndarray]:
+        for _ in zip(driving_crops, driving_landmarks, strict=True):
+            yield source_crop

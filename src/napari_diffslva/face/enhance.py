@@ -1,0 +1,231 @@
+"""Face expression enhancement (DiffSLVA steps 6-7) and stand-alone face reenactment.
+
+Diffusion keeps the hands but flattens the face into one expression. Here one source face
+(the generated anchor frame's, or any photo) is re-rendered with the expression of the
+original signer's face in every frame and blended back on the frames where the signer's
+face is tracked. Frames whose face is lost (not found, or covered by a hand) keep their
+pixels and are listed in the report, so a hand is never smeared into a face.
+
+Points are (x, y) pixels; frames are uint8 RGB.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import DiffslvaError
+from ..prepare.align import alignment_transforms, crop_face, transform_points
+from ..prepare.faces import (
+    DETECTED,
+    LOST,
+    FaceBox,
+    FaceTrack,
+    FrameSource,
+    apply_edits,
+    detect_faces,
+    face_landmarks,
+    frame_getter,
+    track_faces,
+)
+from ..progress import Progress, ProgressGenerator
+from .backends import ReenactBackend
+from .blend import blend_face, blend_mask, skin_region
+from .landmark_warp import neutral_frame, target_landmarks
+
+CROP_SIZE = 256
+
+
+@dataclass
+class FaceReport:
+    """What the face module did to a clip (JSON-friendly via :meth:`to_dict`)."""
+
+    backend: str
+    frames: int
+    enhanced_frames: list[int] = field(default_factory=list)
+    lost_frames: list[int] = field(default_factory=list)
+    occluded_frames: list[int] = field(default_factory=list)
+    source_frame_index: int | None = None
+    neutral_frame_index: int | None = None
+    seconds_per_frame: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SourceFace:
+    """The face whose identity is kept: aligned crop and its landmarks (crop pixels)."""
+
+    crop: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: np.ndarray, box: FaceBox) -> SourceFace:
+        """Landmarks inside ``box``, aligned the same way as the driving faces."""
+        landmarks = face_landmarks(frame, box)
+        single = FaceTrack.empty(1)
+        single.boxes[0], single.landmarks[0] = box.as_array(), landmarks
+        single.status[0] = DETECTED
+        transform = alignment_transforms(single, CROP_SIZE, smooth=0)[0]
+        return cls(crop_face(frame, transform, CROP_SIZE), transform_points(landmarks, transform))
+
+
+def _largest_face(image: np.ndarray, what: str) -> FaceBox:
+    boxes = detect_faces(image)
+    if not boxes:
+        raise DiffslvaError(f"{what}: no face found; use a frontal, well lit face photo")
+    return max(boxes, key=lambda b: b.area)
+
+
+def _paste_faces(
+    target: tuple[Callable[[int], np.ndarray], int],
+    driving_get: Callable[[int], np.ndarray],
+    track: FaceTrack,
+    source: SourceFace,
+    neutral_index: int,
+    backend: ReenactBackend,
+    report: FaceReport,
+) -> ProgressGenerator[np.ndarray]:
+    """Reenact ``source`` with the driver's faces (``track`` on ``driving_get``'s frames)
+    and blend it into the ``target`` frames; frames without a face are copied unchanged."""
+    get_target, count = target
+    transforms = alignment_transforms(track, CROP_SIZE)
+    face_frames = [t for t in track.face_frames if np.isfinite(transforms[t]).all()]
+    face_set = set(face_frames)
+    report.enhanced_frames = face_frames
+    report.lost_frames = [t for t in range(count) if t not in face_set]
+    report.occluded_frames = [int(t) for t in np.flatnonzero(track.occluded)]
+    report.neutral_frame_index = neutral_index
+
+    def driving_landmarks(t: int) -> np.ndarray:
+        return transform_points(track.landmarks[t], transforms[t])
+
+    neutral_lm = driving_landmarks(neutral_index)
+    neutral_crop = crop_face(driving_get(neutral_index), transforms[neutral_index], CROP_SIZE)
+    crops: Iterator[np.ndarray] = (
+        crop_face(driving_get(t), transforms[t], CROP_SIZE) for t in face_frames
+    )
+    rendered = backend.reenact(
+        source.crop, source.landmarks, crops, (driving_landmarks(t) for t in face_frames),
+        neutral_crop, neutral_lm,
+    )
+    first = np.asarray(get_target(0))
+    out = np.empty((count, *first.shape), np.uint8)
+    # the target frames may be at another size than the driving ones (working resolution)
+    to_target = _scale_transform(driving_get(face_frames[0]).shape, first.shape)
+    total_seconds = 0.0
+    for t in range(count):
+        start = time.perf_counter()
+        frame = np.asarray(first if t == 0 else get_target(t))
+        if t in face_set:
+            crop = next(rendered)
+            drv = driving_landmarks(t)
+            moved = target_landmarks(source.landmarks, drv, neutral_lm)
+            mask = blend_mask(drv, moved, crop.shape[:2])
+            skin = skin_region([drv, moved], crop.shape[:2])
+            out[t] = blend_face(frame, crop, _compose(transforms[t], to_target), mask, skin)
+            total_seconds += time.perf_counter() - start
+        else:
+            out[t] = frame
+        yield Progress("face", t + 1, count, time.perf_counter() - start, (t, out[t]))
+    report.seconds_per_frame = total_seconds / max(len(face_frames), 1)
+    return out
+
+
+def _scale_transform(from_shape: tuple, to_shape: tuple) -> np.ndarray:
+    """(2, 3) map from pixels of a frame of ``from_shape`` to one of ``to_shape``
+    (pixel centres kept: ``x' = (x + 0.5) * s - 0.5``)."""
+    sx, sy = to_shape[1] / from_shape[1], to_shape[0] / from_shape[0]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
+
+
+def _compose(frame_to_crop: np.ndarray, frame_to_target: np.ndarray) -> np.ndarray:
+    """The target-frame -> crop transform, given frame -> crop and frame -> target."""
+
+    def full(m: np.ndarray) -> np.ndarray:
+        return np.vstack([m, [0.0, 0.0, 1.0]])
+
+    return (full(frame_to_crop) @ np.linalg.inv(full(frame_to_target)))[:2]
+
+
+def enhance_faces(
+    generated_frames: FrameSource,
+    original_track: FaceTrack,
+    original_frames_getter: Callable[[int], np.ndarray],
+    *,
+    backend: ReenactBackend,
+    source_frame_index: int,
+    edits: dict | None = None,
+) -> ProgressGenerator[tuple[np.ndarray, FaceReport]]:
+    """Give the generated clip the original signer's facial expressions (DiffSLVA step 6-7).
+
+    The source face is the generated frame ``source_frame_index``'s (the anchor frame: its
+    identity is kept); the driving faces are the original signer's, aligned with
+    ``original_track`` (after the manual ``edits``, see
+    :func:`~napari_diffslva.prepare.faces.apply_edits`). Motion is measured from the
+    original's own face at the anchor frame, whose expression the generated face already
+    shows. Returns the (T, H, W, 3) frames and a :class:`FaceReport`; each finished frame is
+    streamed as ``Progress.payload = (t, frame)``.
+    """
+    target = frame_getter(generated_frames)
+    track = original_track
+    if edits:
+        track = apply_edits(track, edits, (original_frames_getter, len(track)))
+    if target[1] != len(track):
+        raise DiffslvaError(
+            f"generated clip has {target[1]} frames but the face track has {len(track)}"
+        )
+    report = FaceReport(backend=backend.name, frames=len(track))
+    faces = track.face_frames
+    if not faces:
+        report.lost_frames = list(range(len(track)))
+        frames = np.stack([np.asarray(target[0](t)) for t in range(target[1])])
+        return frames, report
+    # The anchor must show a tracked face: else use the nearest frame that does.
+    anchor = min(faces, key=lambda t: abs(t - source_frame_index))
+    report.source_frame_index = anchor
+    anchor_frame = np.asarray(target[0](anchor))
+    to_target = _scale_transform(np.asarray(original_frames_getter(anchor)).shape,
+                                 anchor_frame.shape)
+    x0, y0, x1, y1 = transform_points(track.boxes[anchor].reshape(2, 2), to_target).ravel()
+    source = SourceFace.from_frame(anchor_frame, FaceBox(x0, y0, x1, y1))
+    frames = yield from _paste_faces(
+        target, original_frames_getter, track, source, anchor, backend, report
+    )
+    return frames, report
+
+
+def reenact_video(
+    source_image: np.ndarray,
+    driving_frames: FrameSource,
+    *,
+    backend: ReenactBackend,
+    track: FaceTrack | None = None,
+    edits: dict | None = None,
+) -> ProgressGenerator[tuple[np.ndarray, FaceReport]]:
+    """Put the face of ``source_image`` into the driving clip, with the driver's
+    expressions, on the driver's face track (tracked here unless ``track`` is given).
+
+    The motion is measured from the driving frame whose expression is closest to the
+    source photo's. Returns the frames and a :class:`FaceReport` (lost frames unchanged).
+    """
+    get, count = frame_getter(driving_frames)
+    if track is None:
+        track = yield from track_faces((get, count))
+    if edits:
+        track = apply_edits(track, edits, (get, count))
+    source = SourceFace.from_frame(source_image, _largest_face(source_image, "source image"))
+    report = FaceReport(backend=backend.name, frames=count)
+    if not track.face_frames:
+        raise DiffslvaError("driving video: no face found in any frame; nothing to reenact")
+    candidates = [
+        None if track.status[t] == LOST else track.landmarks[t] for t in range(count)
+    ]
+    neutral = neutral_frame(candidates, like=source.landmarks)  # scale-free comparison
+    frames = yield from _paste_faces((get, count), get, track, source, neutral, backend, report)
+    return frames, report
+
