@@ -106,7 +106,8 @@ class AnonymizeResult:
     def to_dict(self) -> dict[str, Any]:
         d = {"frames": self.frames, "rate": self.rate, "anchor": self.anchor,
              "run_dir": str(self.run_dir), "output": str(self.output) if self.output else None}
-        d.update(self.stats)
+        d.update({k: v for k, v in self.stats.items() if k != "frames"})
+        d["translated_frames"] = self.stats.get("frames", 0)
         d["face_module"] = self.face
         return d
 
@@ -149,7 +150,7 @@ def anonymize_clip(video: str | Path, run_dir: str | Path,
 
 def _final_key(prepared: Prepared, engine: EngineSettings, settings: AnonymizeSettings) -> str:
     edits = prepared.run.read_edits()
-    return settings_key(prepared.info.content_hash, engine.to_dict(), settings.face_module,
+    return settings_key(prepared.info.content_hash, engine.result_dict(), settings.face_module,
                         settings.face_weights, edits)
 
 

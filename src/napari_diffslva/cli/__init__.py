@@ -15,7 +15,7 @@ import sys
 from ..errors import DiffslvaError
 
 SUBCOMMANDS = [
-    "info", "probe", "export", "prepare", "anonymize", "selftest", "audit",
+    "info", "probe", "export", "prepare", "anonymize", "selftest", "audit", "reenact", "batch",
 ]
 
 

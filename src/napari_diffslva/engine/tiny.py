@@ -129,7 +129,7 @@ def build_tiny_models(folder: str | Path) -> tuple[Path, Path]:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
-    sd_dir, controlnet_dir = folder / "tiny-sd", folder / "tiny-controlnet"
+    sd_dir, controlnet_dir = folder / "sd", folder / "controlnet"
     vocab = _byte_level_vocab()
     with torch.random.fork_rng():
         torch.manual_seed(TINY_SEED)
@@ -185,7 +185,7 @@ def tiny_settings(folder: str | Path, **overrides: object) -> EngineSettings:
     from .settings import EngineSettings
 
     folder = Path(folder)
-    sd_dir, controlnet_dir = folder / "tiny-sd", folder / "tiny-controlnet"
+    sd_dir, controlnet_dir = folder / "sd", folder / "controlnet"
     built = (sd_dir / "model_index.json").is_file() and (controlnet_dir / "config.json").is_file()
     if not built:
         sd_dir, controlnet_dir = build_tiny_models(folder)

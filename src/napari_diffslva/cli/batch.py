@@ -1,0 +1,109 @@
+"""``napari-diffslva batch INPUTS... -o OUTDIR``: a whole corpus on dask, resumable.
+
+Exit code 0 when every clip is done or skipped, 1 when some failed (see ``OUTDIR/batch.json``),
+2 on a usage error before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ._output import print_json
+from .anonymize import _SWITCHES, _VALUE_FLAGS, add_settings_arguments
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="anonymize many clips on a dask cluster (resumable)",
+                       description="Anonymize every clip of INPUTS into OUTDIR, one dask task "
+                       "per clip; rerun the same command to resume. See docs/batch.md.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, folders (searched recursively) or glob patterns")
+    p.add_argument("-o", "--outdir", required=True, help="output folder (gets batch.json)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="use a running dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="local worker processes (default 1)")
+    p.add_argument("--group-by", metavar="REGEX", help="clips whose names give the same first "
+                   "group of REGEX are views of one utterance, e.g. '^(.+)_cam\\d+$'")
+    p.add_argument("--groups", metavar="CSV", help="CSV with columns clip,group (and any "
+                   "setting name as a per-clip override column)")
+    p.add_argument("--hash-names", action="store_true",
+                   help="name outputs by content hash (no source names in OUTDIR)")
+    p.add_argument("--runs-dir", metavar="DIR",
+                   help="run folders (default OUTDIR/.diffslva-runs); they hold data derived "
+                   "from the originals: do not publish them")
+    p.add_argument("--retries", type=int, default=2,
+                   help="retries of a clip that fails unexpectedly (default 2)")
+    p.add_argument("--audit", action="store_true", help="audit each output (adds a summary)")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    add_settings_arguments(p)
+    p.set_defaults(func=run)
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings flags the user actually gave, as flat keys."""
+    flat: dict[str, Any] = {}
+    for name in _VALUE_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            flat[name] = value
+    for flag, (key, value) in _SWITCHES.items():
+        if getattr(args, flag, False):
+            flat[key] = value
+    return flat
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch import batch_client, local_gpu, plan_batch, read_config, run_batch
+
+    base, per_clip = read_config(args.config) if args.config else ({}, {})
+    base.update(given_settings(args))
+    plan = plan_batch(args.inputs, args.outdir, settings=base, overrides=per_clip,
+                      group_by=args.group_by, groups_csv=args.groups,
+                      hash_names=args.hash_names, audit=args.audit, runs_dir=args.runs_dir)
+    for note in plan.notes:
+        print(f"napari-diffslva batch: note: {note}", file=sys.stderr)
+    gpu = args.scheduler is None and local_gpu(plan)
+    with batch_client(args.scheduler, args.workers, gpu=gpu) as client:
+        result = _drive(run_batch(plan, client, retries=args.retries), quiet=args.json)
+    counts = result.counts()
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+              f"in {result.seconds:.0f} s; manifest {result.manifest}")
+        for name, rec in result.records.items():
+            if rec["status"] == "failed":
+                print(f"  failed {name}: {rec['error']}")
+    return 1 if counts["failed"] else 0
+
+
+def _drive(gen, quiet: bool):
+    """Run the batch under one tqdm bar (clips) on stderr; returns its result."""
+    from tqdm import tqdm
+
+    bar = None
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if quiet:
+                continue
+            if bar is None:
+                bar = tqdm(total=event.total, desc="batch", unit="clip", file=sys.stderr,
+                           dynamic_ncols=True)
+            s = event.payload
+            bar.set_postfix(done=s.done, failed=s.failed, skipped=s.skipped, running=s.running,
+                            refresh=False)
+            bar.update(event.done - bar.n)
+            if s.last is not None and s.last["status"] == "failed":
+                bar.write(f"failed: {s.last.get('error')}", file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+        gen.close()

@@ -1,0 +1,125 @@
+"""The whole job (prepare, translate, face module, export) with the tiny random models."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REAL_CLIPS
+from napari_diffslva.cli import main
+from napari_diffslva.errors import SettingsError
+from napari_diffslva.export import write_video
+from napari_diffslva.pipeline import AnonymizeSettings, anonymize
+from napari_diffslva.progress import run_to_end
+from napari_diffslva.video import probe, read_frames
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from napari_diffslva.engine.tiny import build_tiny_models
+
+    sd, cn = build_tiny_models(tmp_path_factory.mktemp("tiny"))
+    return {"model": str(sd), "controlnet": str(cn), "offline": True, "device": "cpu",
+            "short_side": 64, "steps": 4, "prompt": "a person is signing"}
+
+
+@pytest.fixture(scope="module")
+def short_clip(real_clip, tmp_path_factory):
+    src = real_clip("sl_soup.mp4")
+    path = tmp_path_factory.mktemp("clip") / "utterance_0042.mp4"
+    write_video(read_frames(src, 0, 6), path, rate=probe(src).rate)
+    return path
+
+
+def test_anonymize_cli_json_sidecar_and_side_by_side(tiny, short_clip, tmp_path, capsys):
+    out, sbs = tmp_path / "anon.mp4", tmp_path / "compare.mp4"
+    args = ["anonymize", str(short_clip), "-o", str(out), "--json", "--side-by-side", str(sbs)]
+    for key in ("model", "controlnet", "short_side", "steps", "prompt"):
+        args += [f"--{key.replace('_', '-')}", str(tiny[key])]
+    assert main(args + ["--offline", "--device", "cpu"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("frames", "rate", "output", "unet_evals_per_frame", "seconds_per_frame",
+                "peak_memory_mb"):
+        assert key in d, key
+    src, anon = probe(short_clip), probe(out)
+    assert d["frames"] == anon.frames == src.frames == 6 and d["rate"] == "2997/100"
+    assert (anon.width, anon.height) == (src.width, src.height) and anon.rate == src.rate
+    assert 0 < d["unet_evals_per_frame"] <= 80
+    assert probe(sbs).width == 2 * src.width
+    sidecar = json.loads((tmp_path / "anon.mp4.json").read_text())
+    assert sidecar["anonymize"]["prompt"] == "a person is signing"
+    assert sidecar["source"]["frames"] == 6
+    assert "utterance_0042" not in json.dumps(sidecar)  # no source name in exports
+    assert b"utterance_0042" not in out.read_bytes()
+    assert not np.array_equal(read_frames(out)[3], read_frames(short_clip)[3])
+
+
+@pytest.mark.parametrize("name", sorted(REAL_CLIPS))
+def test_every_real_clip_keeps_frames_rate_and_size(tiny, real_clip, tmp_path, name):
+    src = real_clip(name)
+    settings = AnonymizeSettings.from_flat({**tiny, "steps": 2, "strength": 0.5,
+                                            "face_module": "off"})
+    result = run_to_end(anonymize(src, tmp_path / "out.mp4", settings=settings))
+    a, b = probe(src), probe(result.output)
+    assert b.frames == a.frames
+    assert (b.width, b.height) == (a.width, a.height)
+    np.testing.assert_allclose(b.timing.timestamps, a.timing.timestamps, atol=1e-3)
+    assert b.duration == pytest.approx(a.duration, abs=1e-3)
+
+
+def test_killed_run_resumes_to_the_same_clip(tiny, short_clip, tmp_path):
+    settings = AnonymizeSettings.from_flat(tiny)
+    full = run_to_end(anonymize(short_clip, tmp_path / "full.mp4", settings=settings))
+    gen = anonymize(short_clip, tmp_path / "resumed.mp4", run_dir=tmp_path / "run",
+                    settings=settings)
+    for event in gen:
+        if event.stage == "translate" and event.done == 3:
+            gen.close()  # killed mid-run
+            break
+    assert not (tmp_path / "resumed.mp4").exists()
+    done_before = {p.name for p in (tmp_path / "run/frames/anonymized").glob("*.png")}
+    assert len(done_before) == 3
+    mtimes = {p.name: p.stat().st_mtime_ns
+              for p in (tmp_path / "run/frames/anonymized").glob("*.png")}
+    run_to_end(anonymize(short_clip, tmp_path / "resumed.mp4", run_dir=tmp_path / "run",
+                         settings=settings, resume=True))
+    for p in (tmp_path / "run/frames/anonymized").glob("*.png"):
+        if p.name in mtimes:
+            assert p.stat().st_mtime_ns == mtimes[p.name], "finished frame recomputed"
+    assert np.array_equal(read_frames(full.output), read_frames(tmp_path / "resumed.mp4"))
+
+
+def test_config_file_and_bad_keys(tiny, tmp_path, short_clip, capsys):
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text('prompt = "a superman in blue uniform is making gestures"\nseed = 3\n'
+                   'face_module = "off"\n')
+    s = AnonymizeSettings.from_file(cfg, steps=5)
+    assert s.engine.seed == 3 and s.engine.steps == 5 and s.face_module == "off"
+    assert "superman" in s.engine.prompt
+    cfg.write_text("promt = 'typo'\n")
+    with pytest.raises(SettingsError, match="promt"):
+        AnonymizeSettings.from_file(cfg)
+    code = main(["anonymize", str(short_clip), "-o", str(tmp_path / "x.mp4"),
+                 "--config", str(cfg)])
+    assert code == 2 and "promt" in capsys.readouterr().err
+
+
+def test_missing_model_offline_fails_fast_and_leaves_no_output(short_clip, tmp_path, capsys):
+    start = time.perf_counter()
+    code = main(["anonymize", str(short_clip), "-o", str(tmp_path / "x.mp4"), "--offline",
+                 "--model", "nobody/no-such-model", "--short-side", "64"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-model" in err and "Traceback" not in err
+    assert time.perf_counter() - start < 60  # prepare runs first; no 25 s hub retries
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_selftest_command(tmp_path, capsys):
+    code = main(["selftest", "--frames", "4", "--json", "--save-models", str(tmp_path / "m")])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0 and d["passed"] and all(d["checks"].values())
+    assert (tmp_path / "m" / "sd" / "model_index.json").is_file()
+    assert (tmp_path / "m" / "controlnet" / "config.json").is_file()
