@@ -123,3 +123,31 @@ def test_selftest_command(tmp_path, capsys):
     assert code == 0 and d["passed"] and all(d["checks"].values())
     assert (tmp_path / "m" / "sd" / "model_index.json").is_file()
     assert (tmp_path / "m" / "controlnet" / "config.json").is_file()
+
+
+def test_painted_mask_decides_where_the_face_module_blends(tiny, short_clip, tmp_path):
+    """A mask painted in the Correct widget replaces the landmark blend region."""
+    import cv2
+
+    from napari_diffslva.prepare.pipeline import prepare_clip
+
+    settings = AnonymizeSettings.from_flat({**tiny, "face_module": "warp"})
+    run = tmp_path / "run"
+    prepared = run_to_end(prepare_clip(short_clip, run, settings.prepare, stages=("faces",)))
+    x0, y0, x1, y1 = prepared.track.boxes[4].astype(int)
+    painted = np.zeros((240, 320), np.uint8)
+    painted[y0:(y0 + y1) // 2, x0:x1] = 255  # only the upper half of the face box
+    (run / "masks").mkdir()
+    cv2.imwrite(str(run / "masks" / "000004.png"), painted)
+    run_to_end(anonymize(short_clip, tmp_path / "out.mp4", run_dir=run, settings=settings))
+    from napari_diffslva.project import RunFolder
+
+    rf = RunFolder(run)
+    final = rf.read_frame("final", 4).astype(int)
+    generated = cv2.resize(rf.read_frame("anonymized", 4), (320, 240),
+                           interpolation=cv2.INTER_CUBIC).astype(int)
+    changed = np.abs(final - generated).max(axis=2) > 8
+    lower = np.zeros_like(changed)
+    lower[(y0 + y1) // 2 + 8: y1 + 20, x0:x1] = True
+    assert changed[y0 + 4:(y0 + y1) // 2 - 4, x0 + 4:x1 - 4].mean() > 0.3
+    assert changed[lower].mean() < 0.02  # nothing blended where the user did not paint

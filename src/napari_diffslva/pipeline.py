@@ -180,7 +180,8 @@ def _final_frames(prepared: Prepared, engine: EngineSettings, settings: Anonymiz
 
     backend = make_backend(settings.face_module, settings.face_weights)
     gen = enhance_faces((generated, n), prepared.track, prepared.reader.__getitem__,
-                        backend=backend, source_frame_index=prepared.anchor)
+                        backend=backend, source_frame_index=prepared.anchor,
+                        masks=prepared.blend_mask, keep_frames=False)
     try:
         while True:
             event = next(gen)

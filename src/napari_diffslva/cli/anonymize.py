@@ -56,10 +56,9 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-adain", action="store_true", help="ablation: no AdaIN colour fix")
 
 
-def settings_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None):
-    from ..pipeline import AnonymizeSettings
-
-    flat: dict[str, Any] = dict(extra or {})
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings flags the user actually gave, as flat keys."""
+    flat: dict[str, Any] = {}
     for name in _VALUE_FLAGS:
         value = getattr(args, name, None)
         if value is not None:
@@ -67,6 +66,14 @@ def settings_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = 
     for flag, (key, value) in _SWITCHES.items():
         if getattr(args, flag, False):
             flat[key] = value
+    return flat
+
+
+def settings_from_args(args: argparse.Namespace):
+    """Settings from ``--config`` (if given) overridden by the flags the user gave."""
+    from ..pipeline import AnonymizeSettings
+
+    flat = given_settings(args)
     if args.config:
         return AnonymizeSettings.from_file(args.config, **flat)
     return AnonymizeSettings.from_flat(flat)

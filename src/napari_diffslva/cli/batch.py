@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from ._output import print_json
-from .anonymize import _SWITCHES, _VALUE_FLAGS, add_settings_arguments
+from .anonymize import add_settings_arguments, given_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,19 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     add_settings_arguments(p)
     p.set_defaults(func=run)
-
-
-def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings flags the user actually gave, as flat keys."""
-    flat: dict[str, Any] = {}
-    for name in _VALUE_FLAGS:
-        value = getattr(args, name, None)
-        if value is not None:
-            flat[name] = value
-    for flag, (key, value) in _SWITCHES.items():
-        if getattr(args, flag, False):
-            flat[key] = value
-    return flat
 
 
 def run(args: argparse.Namespace) -> int:

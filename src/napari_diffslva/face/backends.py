@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from functools import cache
 from typing import Protocol
 
 import numpy as np
@@ -47,10 +48,18 @@ def make_backend(name: str, weights: str | os.PathLike | None = None) -> Reenact
 
         return LandmarkWarpBackend()
     if name == "reenact":
-        from .tpsmm_backend import TPSMMBackend
+        from ..weights import resolve_weights
 
-        return TPSMMBackend.from_weights(weights)
+        return _tpsmm_backend(str(resolve_weights("tpsmm", weights)))
     raise SettingsError(f"face backend {name!r} unknown: use one of {', '.join(BACKENDS)}")
+
+
+@cache
+def _tpsmm_backend(path: str) -> ReenactBackend:
+    """TPSMM loaded once per process and weight file (a batch worker reuses it per clip)."""
+    from .tpsmm_backend import TPSMMBackend
+
+    return TPSMMBackend.from_weights(path)
 
 
 class StillBackend:

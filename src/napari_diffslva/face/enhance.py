@@ -89,9 +89,15 @@ def _paste_faces(
     neutral_index: int,
     backend: ReenactBackend,
     report: FaceReport,
-) -> ProgressGenerator[np.ndarray]:
+    masks: MaskSource | None = None,
+    keep_frames: bool = True,
+) -> ProgressGenerator[np.ndarray | None]:
     """Reenact ``source`` with the driver's faces (``track`` on ``driving_get``'s frames)
-    and blend it into the ``target`` frames; frames without a face are copied unchanged."""
+    and blend it into the ``target`` frames; frames without a face are copied unchanged.
+
+    ``masks(t)`` may give a driving-frame-size mask for frame ``t`` (see :data:`MaskSource`).
+    With ``keep_frames=False`` frames are only streamed, so memory stays flat.
+    """
     get_target, count = target
     transforms = alignment_transforms(track, CROP_SIZE)
     face_frames = [t for t in track.face_frames if np.isfinite(transforms[t]).all()]
@@ -114,7 +120,7 @@ def _paste_faces(
         neutral_crop, neutral_lm,
     )
     first = np.asarray(get_target(0))
-    out = np.empty((count, *first.shape), np.uint8)
+    out = np.empty((count, *first.shape), np.uint8) if keep_frames else None
     # the target frames may be at another size than the driving ones (working resolution)
     to_target = _scale_transform(driving_get(face_frames[0]).shape, first.shape)
     total_seconds = 0.0
@@ -125,15 +131,37 @@ def _paste_faces(
             crop = next(rendered)
             drv = driving_landmarks(t)
             moved = target_landmarks(source.landmarks, drv, neutral_lm)
-            mask = blend_mask(drv, moved, crop.shape[:2])
+            mask = _mask_in_crop(masks, t, transforms[t], drv, moved, crop.shape[:2])
             skin = skin_region([drv, moved], crop.shape[:2])
-            out[t] = blend_face(frame, crop, _compose(transforms[t], to_target), mask, skin)
+            frame = blend_face(frame, crop, _compose(transforms[t], to_target), mask, skin)
             total_seconds += time.perf_counter() - start
-        else:
+        if out is not None:
             out[t] = frame
-        yield Progress("face", t + 1, count, time.perf_counter() - start, (t, out[t]))
+        yield Progress("face", t + 1, count, time.perf_counter() - start, (t, frame))
     report.seconds_per_frame = total_seconds / max(len(face_frames), 1)
     return out
+
+
+# A source of per-frame masks in driving-frame pixels: ``masks(t) -> (mask, exact)`` or
+# None. ``exact=True`` (a mask the user painted) replaces the landmark blend region;
+# ``exact=False`` (a face parser's mask) only trims it.
+MaskSource = Callable[[int], "tuple[np.ndarray, bool] | None"]
+
+
+def _mask_in_crop(masks: MaskSource | None, t: int, transform: np.ndarray, drv: np.ndarray,
+                  moved: np.ndarray, crop_hw: tuple[int, int]) -> np.ndarray:
+    """The blend mask of frame ``t`` in crop space, honouring painted or parsed masks."""
+    import cv2
+
+    given = masks(t) if masks is not None else None
+    if given is None:
+        return blend_mask(drv, moved, crop_hw)
+    mask, exact = given
+    in_crop = cv2.warpAffine(np.asarray(mask, np.float32), transform, (crop_hw[1], crop_hw[0]),
+                             flags=cv2.INTER_LINEAR)
+    if not exact:
+        return blend_mask(drv, moved, crop_hw, parser_mask=in_crop)
+    return np.clip(cv2.GaussianBlur(in_crop, (0, 0), 0.02 * crop_hw[1]), 0.0, 1.0)
 
 
 def _scale_transform(from_shape: tuple, to_shape: tuple) -> np.ndarray:
@@ -160,7 +188,9 @@ def enhance_faces(
     backend: ReenactBackend,
     source_frame_index: int,
     edits: dict | None = None,
-) -> ProgressGenerator[tuple[np.ndarray, FaceReport]]:
+    masks: MaskSource | None = None,
+    keep_frames: bool = True,
+) -> ProgressGenerator[tuple[np.ndarray | None, FaceReport]]:
     """Give the generated clip the original signer's facial expressions (DiffSLVA step 6-7).
 
     The source face is the generated frame ``source_frame_index``'s (the anchor frame: its
@@ -181,10 +211,15 @@ def enhance_faces(
         )
     report = FaceReport(backend=backend.name, frames=len(track))
     faces = track.face_frames
-    if not faces:
+    if not faces:  # nothing to enhance: stream the frames through unchanged
         report.lost_frames = list(range(len(track)))
-        frames = np.stack([np.asarray(target[0](t)) for t in range(target[1])])
-        return frames, report
+        kept = []
+        for t in range(target[1]):
+            frame = np.asarray(target[0](t))
+            if keep_frames:
+                kept.append(frame)
+            yield Progress("face", t + 1, target[1], 0.0, (t, frame))
+        return (np.stack(kept) if keep_frames else None), report
     # The anchor must show a tracked face: else use the nearest frame that does.
     anchor = min(faces, key=lambda t: abs(t - source_frame_index))
     report.source_frame_index = anchor
@@ -194,7 +229,8 @@ def enhance_faces(
     x0, y0, x1, y1 = transform_points(track.boxes[anchor].reshape(2, 2), to_target).ravel()
     source = SourceFace.from_frame(anchor_frame, FaceBox(x0, y0, x1, y1))
     frames = yield from _paste_faces(
-        target, original_frames_getter, track, source, anchor, backend, report
+        target, original_frames_getter, track, source, anchor, backend, report, masks,
+        keep_frames,
     )
     return frames, report
 

@@ -118,6 +118,16 @@ class Prepared:
             return self._parsed_mask(index, hw)
         return frame_face_mask(self.track, index, hw)
 
+    def blend_mask(self, index: int) -> tuple[np.ndarray, bool] | None:
+        """The face module's mask override for a frame: ``(painted, True)`` when the user
+        painted one, ``(parsed, False)`` with the BiSeNet parser, else None (landmarks)."""
+        painted = self.run.root / "masks" / f"{index:06d}.png"
+        if painted.is_file():
+            return self.face_mask(index), True
+        if self.settings.face_parser == "bisenet":
+            return self.face_mask(index), False
+        return None
+
     @cached_property
     def _parser(self):
         from .face_mask import load_face_parser
