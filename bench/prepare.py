@@ -106,7 +106,8 @@ def bench_edges(ctx: Context) -> None:
 
     def clip_seconds(n: int) -> float:
         start = time.perf_counter()
-        run_to_end(E.clip_edges(pool[:n], detector))
+        for frame in pool[:n]:
+            E.edges_to_uint8(detector(frame))
         return time.perf_counter() - start
 
     print_scaling("soft", clip_seconds, lengths)
@@ -167,13 +168,14 @@ def bench_flow(ctx: Context) -> None:
 
     def clip_seconds(n: int) -> float:
         start = time.perf_counter()
-        run_to_end(F.clip_flows(clip[:n], anchor=n // 2))
+        for i in range(n):
+            F.frame_pair_flows(clip.__getitem__, i, n // 2)
         return time.perf_counter() - start
 
     # frame 0 has no previous frame, the anchor needs no flow to itself, and the frame after
     # the anchor reuses its previous-frame pair: 2T - 3 pairs are computed, not 2T
     print_scaling(
-        f"clip_flows ({default}, prev + anchor)",
+        f"frame_pair_flows ({default}, prev + anchor)",
         clip_seconds,
         lengths,
         work=lambda n: 2 * n - 3,

@@ -9,7 +9,6 @@ import torch
 
 from napari_diffslva.errors import SettingsError
 from napari_diffslva.prepare import flow as F
-from napari_diffslva.progress import run_to_end
 from napari_diffslva.video import read_frames
 
 
@@ -123,31 +122,28 @@ def test_warp_latent_moves_by_shift_over_factor(mode):
     torch.testing.assert_close(torch_flow, out)
 
 
-def test_clip_flows_arrays_and_round_trip(soup):
+def test_frame_pairs_and_cached_form_round_trip(soup):
     frames = [cv2.resize(f, (160, 120)) for f in soup[:5]]
-    gen = F.clip_flows(frames, anchor=2, backend="dis-fast")
-    events = []
-    arrays = run_to_end(gen, events.append)
-    assert [e.done for e in events] == [1, 2, 3, 4, 5]
-    assert arrays["prev_flow"].shape == (5, 120, 160, 2)
+    first = F.frame_pair_flows(frames.__getitem__, 0, anchor=2, backend="dis-fast")
+    assert np.all(first["prev"].flow == 0) and np.all(first["prev"].occlusion == 1)
+    at_anchor = F.frame_pair_flows(frames.__getitem__, 2, anchor=2, backend="dis-fast")
+    assert np.all(at_anchor["anchor"].flow == 0) and not at_anchor["anchor"].occlusion.any()
+    pairs = F.frame_pair_flows(frames.__getitem__, 4, anchor=2, backend="dis-fast")
+    arrays = {}
+    for kind, pair in pairs.items():
+        arrays.update(F.pair_to_arrays(pair, kind))
     assert arrays["prev_flow"].dtype == np.float16
     assert arrays["anchor_occlusion"].dtype == np.uint8
-    assert np.all(arrays["prev_flow"][0] == 0) and np.all(arrays["prev_occlusion"][0] == 255)
-    assert np.all(arrays["anchor_flow"][2] == 0) and np.all(arrays["anchor_occlusion"][2] == 0)
     direct = F.pair_flow(frames[4], frames[2], "dis-fast")
-    back = F.pair_flow_from_arrays(arrays, 4, "anchor")
+    back = F.pair_from_arrays(arrays, "anchor")
     np.testing.assert_allclose(back.flow, direct.flow, atol=0.02)
     np.testing.assert_allclose(back.occlusion, direct.occlusion, atol=1 / 255)
     np.testing.assert_array_equal(back.occlusion_raw, direct.occlusion_raw)
-    same = run_to_end(F.clip_flows(lambda i: frames[i], 2, "dis-fast", count=5))
-    np.testing.assert_array_equal(same["anchor_flow"], arrays["anchor_flow"])
 
 
 def test_bad_names_are_user_errors(soup):
     with pytest.raises(SettingsError, match="dis-medium"):
         F.get_flow_backend("raft")
-    with pytest.raises(SettingsError, match="anchor"):
-        run_to_end(F.clip_flows(soup[:3], anchor=5))
     assert F.get_flow_backend("dis").name == f"dis-{F.DEFAULT_DIS_PRESET}"
 
 

@@ -17,7 +17,6 @@ protocol.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -25,7 +24,6 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..errors import SettingsError
-from ..progress import Progress, ProgressGenerator
 
 if TYPE_CHECKING:
     import torch
@@ -284,55 +282,25 @@ def frame_pair_flows(
     return {"prev": prev, "anchor": to_anchor}
 
 
-def clip_flows(
-    frames: FrameSource,
-    anchor: int,
-    backend: str | FlowBackend = "dis",
-    *,
-    count: int | None = None,
-) -> ProgressGenerator[dict[str, np.ndarray]]:
-    """Flows of a whole clip, as a progress generator (one event per frame).
-
-    ``frames`` is a sequence of uint8 RGB frames or a callable ``get(i)`` (then pass
-    ``count``). Returns ``{kind}_flow`` (T, H, W, 2) float16, ``{kind}_occlusion`` (T, H, W)
-    uint8 (soft mask x 255, rounded) and ``{kind}_occlusion_raw`` (T, H, W) bool, for kind
-    in ``prev`` and ``anchor``. Read one frame back with :func:`pair_flow_from_arrays`.
-    """
-    if callable(frames):
-        if count is None:
-            raise ValueError("clip_flows: pass count= when frames is a callable")
-        get, total = frames, count
-    else:
-        get, total = frames.__getitem__, len(frames)
-    if not 0 <= anchor < total:
-        raise SettingsError(f"anchor frame {anchor} is outside the clip (0..{total - 1})")
-    flow_backend = _as_backend(backend)
-    arrays: dict[str, np.ndarray] = {}
-    for i in range(total):
-        start = time.perf_counter()
-        pairs = frame_pair_flows(get, i, anchor, flow_backend)
-        for kind, pair in pairs.items():
-            if not arrays:
-                h, w = pair.flow.shape[:2]
-                for k in FLOW_KINDS:
-                    arrays[f"{k}_flow"] = np.zeros((total, h, w, 2), np.float16)
-                    arrays[f"{k}_occlusion"] = np.zeros((total, h, w), np.uint8)
-                    arrays[f"{k}_occlusion_raw"] = np.zeros((total, h, w), bool)
-            arrays[f"{kind}_flow"][i] = pair.flow
-            arrays[f"{kind}_occlusion"][i] = np.rint(pair.occlusion * 255)
-            arrays[f"{kind}_occlusion_raw"][i] = pair.occlusion_raw
-        yield Progress("flow", i + 1, total, time.perf_counter() - start)
-    return arrays
+def pair_to_arrays(pair: PairFlow, kind: str) -> dict[str, np.ndarray]:
+    """A pair in its compact cached form: ``{kind}_flow`` float16, ``{kind}_occlusion``
+    uint8 (soft mask x 255) and ``{kind}_occlusion_raw`` bool (not derivable from the soft)."""
+    return {
+        f"{kind}_flow": pair.flow.astype(np.float16),
+        f"{kind}_occlusion": np.rint(pair.occlusion * 255).astype(np.uint8),
+        f"{kind}_occlusion_raw": pair.occlusion_raw.astype(bool),
+    }
 
 
-def pair_flow_from_arrays(arrays: dict[str, np.ndarray], i: int, which: str = "prev") -> PairFlow:
-    """Frame ``i``'s :class:`PairFlow` ("prev" or "anchor") from :func:`clip_flows` arrays."""
-    if which not in FLOW_KINDS:
-        raise ValueError(f"which must be one of {FLOW_KINDS}, got {which!r}")
-    occlusion = arrays[f"{which}_occlusion"][i].astype(np.float32) / 255
-    raw_key = f"{which}_occlusion_raw"
-    raw = arrays[raw_key][i].astype(bool) if raw_key in arrays else occlusion >= 1.0
-    return PairFlow(arrays[f"{which}_flow"][i].astype(np.float32), occlusion, raw)
+def pair_from_arrays(arrays: dict[str, np.ndarray], kind: str) -> PairFlow:
+    """The :class:`PairFlow` ``kind`` ("prev" or "anchor") back from :func:`pair_to_arrays`."""
+    if kind not in FLOW_KINDS:
+        raise ValueError(f"kind must be one of {FLOW_KINDS}, got {kind!r}")
+    return PairFlow(
+        arrays[f"{kind}_flow"].astype(np.float32),
+        arrays[f"{kind}_occlusion"].astype(np.float32) / 255,
+        arrays[f"{kind}_occlusion_raw"].astype(bool),
+    )
 
 
 def flow_to_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:

@@ -87,20 +87,19 @@ class Prepared:
 
     def control(self, index: int) -> np.ndarray:
         """Working-size edges in [0, 1] (the ControlNet condition)."""
-        return self.edges.read(index)["edges"].astype(np.float32) / 255.0
+        from .edges import edges_from_uint8
+
+        return edges_from_uint8(self.edges.read(index)["edges"])
 
     def flow(self, target: int, source: int):
         """PairFlow pulling frame ``source`` into frame ``target`` (cached pairs first)."""
-        from .flow import PairFlow, pair_flow
+        from .flow import PairFlow, pair_flow, pair_from_arrays
 
         kind = "prev" if source == target - 1 else "anchor" if source == self.anchor else None
         if target == source:
             return PairFlow.identity(self.geometry.work_hw)
         if kind is not None and self.flows.has(target):
-            a = self.flows.read(target)
-            return PairFlow(a[f"{kind}_flow"].astype(np.float32),
-                            a[f"{kind}_occlusion"].astype(np.float32) / 255.0,
-                            a[f"{kind}_occlusion_raw"].astype(bool))
+            return pair_from_arrays(self.flows.read(target), kind)
         return pair_flow(self.frame(target), self.frame(source), self.settings.flow)
 
     def face_mask(self, index: int) -> np.ndarray:
@@ -286,7 +285,7 @@ class _FrameList:
 
 def _edges(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: PrepareSettings,
            seconds: dict[str, float]):
-    from .edges import get_edge_detector
+    from .edges import edges_to_uint8, get_edge_detector
 
     todo = store.missing()
     if todo:
@@ -296,7 +295,7 @@ def _edges(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: Prep
         for n, i in enumerate(todo):
             start = time.perf_counter()
             edges = detector(geo.to_work(reader[i]))
-            store.write(i, edges=np.rint(np.clip(edges, 0, 1) * 255).astype(np.uint8))
+            store.write(i, edges=edges_to_uint8(edges))
             spent += time.perf_counter() - start
             yield Progress("edges", n + 1, len(todo), time.perf_counter() - start)
         seconds["edges"] = spent / len(todo)
@@ -305,7 +304,7 @@ def _edges(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: Prep
 
 def _flows(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: PrepareSettings,
            anchor: int, seconds: dict[str, float]):
-    from .flow import frame_pair_flows, get_flow_backend
+    from .flow import frame_pair_flows, get_flow_backend, pair_to_arrays
 
     todo = store.missing()
     if todo:
@@ -325,9 +324,7 @@ def _flows(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: Prep
             pairs = frame_pair_flows(get, i, anchor, backend)
             arrays = {}
             for kind, pair in pairs.items():
-                arrays[f"{kind}_flow"] = pair.flow.astype(np.float16)
-                arrays[f"{kind}_occlusion"] = np.rint(pair.occlusion * 255).astype(np.uint8)
-                arrays[f"{kind}_occlusion_raw"] = pair.occlusion_raw
+                arrays.update(pair_to_arrays(pair, kind))
             store.write(i, **arrays)
             spent += time.perf_counter() - start
             yield Progress("flow", n + 1, len(todo), time.perf_counter() - start)
