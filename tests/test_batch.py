@@ -74,9 +74,10 @@ def client():
         yield c
 
 
-def _single_run(video: Path, flat: dict, out: Path) -> np.ndarray:
+def _single_run(video: Path, flat: dict, out: Path, style_reference=None) -> np.ndarray:
     out.parent.mkdir(parents=True, exist_ok=True)
-    run_to_end(anonymize(video, out, settings=AnonymizeSettings.from_flat(flat)))
+    run_to_end(anonymize(video, out, settings=AnonymizeSettings.from_flat(flat),
+                         style_reference=style_reference))
     return read_frames(out)
 
 
@@ -183,8 +184,11 @@ def test_cli_on_a_running_scheduler(first_run, client, corpus, config, capsys):
               "--scheduler", client.scheduler.address])
 
 
-def test_group_shares_seed_and_anchor_and_hash_names_hide_sources(client, real_clip, tiny,
-                                                                   tmp_path):
+def test_group_shares_seed_anchor_and_style_and_hash_names_hide_sources(client, real_clip,
+                                                                         tiny, tmp_path):
+    from napari_diffslva.engine.style import StyleReference
+
+    tiny = {**tiny, "steps": 5}  # the last step is an AdaIN step: there is a style to share
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     _cut(real_clip("asl_house.gif"), corpus / "utt1_camA.mp4", 5)
@@ -198,8 +202,11 @@ def test_group_shares_seed_and_anchor_and_hash_names_hide_sources(client, real_c
     a, b = records[first.name], records[second.name]
     assert a["status"] == b["status"] == "done"
     assert b["anchor"] == a["anchor"] == 2 and b["anchor_from"] == first.name
+    reference = StyleReference.load(RunFolder(first.run_dir))
+    assert reference is not None and b["style_reference"] == reference.key
+    assert "style_reference" not in a
     expected = _single_run(corpus / "utt1_camB.mp4", {**tiny, "seed": 7, "anchor": 2},
-                           tmp_path / "single" / "b.mp4")
+                           tmp_path / "single" / "b.mp4", style_reference=reference)
     assert np.array_equal(read_frames(b["output"]), expected)
     names = [p.relative_to(outdir).as_posix() for p in outdir.rglob("*")]
     assert names and not any("utt1" in n or "cam" in n for n in names)

@@ -8,8 +8,9 @@ under the same settings. The client is the only writer of ``batch.json`` (atomic
 after each clip), so the manifest is always readable, even mid-run.
 
 Clips that show one utterance from several cameras form a *group*: every view gets the
-prompt, negative prompt, seed and models of the group's first view, and the first view's
-anchor frame index (it runs first; the others depend on its task). What that does and does
+prompt, negative prompt, seed and models of the group's first view, the first view's
+anchor frame index and its anchor style (the AdaIN statistics of its generated anchor, see
+:mod:`.engine.style`): it runs first; the others depend on its task. What that does and does
 not make consistent across views is spelled out in ``docs/batch.md``.
 
 Qt-free and napari-free; dask.distributed is imported only by the functions that run a
@@ -231,6 +232,7 @@ class ClipJob:
     key: str  # settings + source identity: decides whether an earlier result still counts
     group: str | None = None
     follows: str | None = None  # name of the group's first view, whose anchor this one takes
+    follows_run_dir: str | None = None  # that view's run folder: its style reference
     audit: bool = False
     hide_source: bool = False  # hash names: keep source names out of messages and batch.json
 
@@ -338,6 +340,8 @@ def plan_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *
                              group=settings_key(j.group)[:8] if j.group else None) for j in jobs]
         if len({j.name for j in jobs}) < len(jobs):
             raise VideoError("two input clips have identical content; remove the duplicate")
+    run_dirs = {j.name: j.run_dir for j in jobs}
+    jobs = [replace(j, follows_run_dir=run_dirs[j.follows]) if j.follows else j for j in jobs]
     return BatchPlan(jobs=jobs, outdir=out, notes=notes)
 
 
@@ -361,10 +365,12 @@ def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict
     """Anonymize one clip (on a dask worker) and return its batch.json record.
 
     Always resumes: a retried task, or a rerun, continues from the frames in the clip's run
-    folder. ``reference`` is the record of the group's first view; its anchor index is
-    used here. Expected errors (:class:`DiffslvaError`: a corrupt clip, a bad setting) give
-    a ``failed`` record; anything else propagates so dask retries the task.
+    folder. ``reference`` is the record of the group's first view; its anchor index and
+    its style reference (``style_reference.json`` in its run folder) are used here.
+    Expected errors (:class:`DiffslvaError`: a corrupt clip, a bad setting) give a
+    ``failed`` record; anything else propagates so dask retries the task.
     """
+    from .engine.style import StyleReference
     from .engine.translate import STAGE as TRANSLATED
     from .pipeline import AnonymizeSettings, anonymize
     from .progress import run_to_end
@@ -382,19 +388,24 @@ def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict
 
     try:
         flat = dict(job.settings)
+        style = None
         if reference is not None and reference.get("anchor") is not None:
             from .video import probe
 
             frames = probe(job.source).frames
             flat["anchor"] = min(int(reference["anchor"]), frames - 1)
             record["anchor_from"] = job.follows
+            style = StyleReference.load(RunFolder(job.follows_run_dir))
         elif job.follows is not None:
             record["note"] = f"anchor not shared: the group's first view {job.follows} failed"
+        if style is not None:
+            record["style_reference"] = style.key
         settings = AnonymizeSettings.from_flat(flat)
         record["resumed_frames"] = len(RunFolder(job.run_dir).manifest(TRANSLATED)["done"])
         Path(job.output).parent.mkdir(parents=True, exist_ok=True)
         result = run_to_end(anonymize(job.source, job.output, run_dir=job.run_dir,
-                                      settings=settings, resume=True, overwrite=True),
+                                      settings=settings, resume=True, overwrite=True,
+                                      style_reference=style),
                             on_progress)
         record.update(status="done", output=job.output, frames=result.frames,
                       anchor=result.anchor)
@@ -543,8 +554,10 @@ def run_batch(plan: BatchPlan, client: Client, *, retries: int = 2, poll: float 
     by_name = {job.name: job for job in plan.jobs}
     records: dict[str, dict[str, Any]] = {}
     futures: dict[Any, str] = {}
-    for job in plan.jobs:
+    for job in plan.jobs:  # input order: a group's first view comes before the others
         earlier = manifest.finished(job)
+        if job.follows is not None and job.follows not in records:
+            earlier = None  # the first view runs again: its style reference may change
         if earlier is not None:
             records[job.name] = {**earlier, "status": "skipped"}
             manifest.clips[job.name] = records[job.name]

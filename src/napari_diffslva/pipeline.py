@@ -17,7 +17,7 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .errors import DiffslvaError, SettingsError
 from .prepare.pipeline import Prepared, PrepareSettings, prepare_clip
 from .progress import Progress, ProgressGenerator
 from .project import RunFolder, settings_key
+
+if TYPE_CHECKING:
+    from .engine.style import StyleReference
 
 FACE_MODULES = ("warp", "reenact", "off")
 FINAL = "final"
@@ -114,9 +117,11 @@ class AnonymizeResult:
 
 def anonymize_clip(video: str | Path, run_dir: str | Path,
                    settings: AnonymizeSettings | None = None, *, resume: bool = False,
+                   style_reference: StyleReference | None = None,
                    ) -> ProgressGenerator[AnonymizeResult]:
     """Prepare, translate and restore faces; finished frames land in ``run_dir``.
 
+    ``style_reference``: a group's first view's anchor style (see :mod:`.engine.style`).
     Yields progress; frames of the ``translate`` and ``face`` stages carry
     ``payload=(index, rgb_at_source_size)``. Closing the generator cancels between frames.
     """
@@ -130,7 +135,8 @@ def anonymize_clip(video: str | Path, run_dir: str | Path,
     run.write_settings("anonymize", settings.to_flat())
     models = load_models(engine)
     to_source = prepared.geometry.to_source
-    gen = translate_clip(prepared, models, engine, run, resume=resume)
+    gen = translate_clip(prepared, models, engine, run, resume=resume,
+                         style_reference=style_reference)
     try:
         while True:
             event = next(gen)
@@ -142,25 +148,31 @@ def anonymize_clip(video: str | Path, run_dir: str | Path,
         run_stats = stop.value
     finally:
         gen.close()
-    face_report = yield from _final_frames(prepared, engine, settings, resume)
+    face_report = yield from _final_frames(prepared, engine, settings, resume,
+                                           style_reference)
     return AnonymizeResult(run_dir=run.root, frames=prepared.info.frames,
                            rate=f"{prepared.info.rate.numerator}/{prepared.info.rate.denominator}",
                            anchor=prepared.anchor, stats=run_stats.to_dict(), face=face_report)
 
 
-def _final_key(prepared: Prepared, engine: EngineSettings, settings: AnonymizeSettings) -> str:
+def _final_key(prepared: Prepared, engine: EngineSettings, settings: AnonymizeSettings,
+               style_reference: StyleReference | None = None) -> str:
     edits = prepared.run.read_edits()
-    return settings_key(prepared.info.content_hash, engine.result_dict(), settings.face_module,
-                        settings.face_weights, edits)
+    parts = [prepared.info.content_hash, engine.result_dict(), settings.face_module,
+             settings.face_weights, edits]
+    if style_reference is not None:
+        parts.append(style_reference.key)
+    return settings_key(*parts)
 
 
 def _final_frames(prepared: Prepared, engine: EngineSettings, settings: AnonymizeSettings,
-                  resume: bool) -> ProgressGenerator[dict[str, Any]]:
+                  resume: bool, style_reference: StyleReference | None = None,
+                  ) -> ProgressGenerator[dict[str, Any]]:
     """Translated frames at source size, with the face module applied when it is on."""
     from .engine.translate import STAGE as TRANSLATED
 
     run, n = prepared.run, prepared.info.frames
-    key = _final_key(prepared, engine, settings)
+    key = _final_key(prepared, engine, settings, style_reference)
     done = run.done_frames(FINAL, key) if resume else set()
 
     def generated(i: int) -> np.ndarray:
@@ -254,13 +266,15 @@ def export_result(run_dir: str | Path, output: str | Path, *, overwrite: bool = 
 def anonymize(video: str | Path, output: str | Path, *, run_dir: str | Path | None = None,
               settings: AnonymizeSettings | None = None, resume: bool = False,
               overwrite: bool = False, side_by_side: str | Path | None = None,
+              style_reference: StyleReference | None = None,
               ) -> ProgressGenerator[AnonymizeResult]:
     """:func:`anonymize_clip` then :func:`export_result`: the CLI's and batch's one call."""
     from .export import check_output
 
     out = check_output(output, overwrite=overwrite, protect=[video])
     run_dir = Path(run_dir) if run_dir else default_run_dir(out)
-    result = yield from anonymize_clip(video, run_dir, settings, resume=resume)
+    result = yield from anonymize_clip(video, run_dir, settings, resume=resume,
+                                       style_reference=style_reference)
     result.output = yield from export_result(run_dir, out, overwrite=overwrite,
                                              side_by_side=side_by_side, source=video)
     return result

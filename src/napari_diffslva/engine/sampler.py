@@ -8,7 +8,8 @@ sqrt(abar_t)`` (eq. 4) and may rewrite it before the DDIM update:
 
 - stage 1 (shape-aware fusion, ``stage1_range``): ``x0 <- warp(x0_anchor) m + x0 (1 - m)``,
   ``m = 1 - maxpool(occlusion)`` at latent size, nearest warping;
-- AdaIN (``adain_range``): x0's per-channel mean/std become the anchor's at that step.
+- AdaIN (``adain_range``): x0's per-channel mean/std become the anchor's at that step
+  (and the anchor's own become a style reference's, when a group's views share one).
 
 Stage 2 (pixel-aware fusion) needs a second pass. The first pass gives a direct result;
 the generated anchor and previous outputs, warped into this frame, are blended over it by
@@ -93,10 +94,17 @@ class _Guidance:
     anchor_flow: np.ndarray | None = None
     x_ref: torch.Tensor | None = None
     stage2_weight: torch.Tensor | None = None  # w at latent size
+    style: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # anchor AdaIN targets
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), keepdim=True)
+
+
+def _adain(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``x`` with its per-channel mean and std replaced by ``mean`` and ``std``."""
+    own_mean, own_std = _channel_stats(x)
+    return (x - own_mean) / (own_std + 1e-6) * std + mean
 
 
 class FrameSampler:
@@ -140,11 +148,18 @@ class FrameSampler:
 
     # -- public ---------------------------------------------------------------------------
     def translate_anchor(self, image: np.ndarray, control: np.ndarray,
-                         should_stop: Callable[[], bool] | None = None) -> AnchorGuide:
-        """Translate the anchor frame (one pass, plain self-attention) and cache its states."""
+                         should_stop: Callable[[], bool] | None = None,
+                         style: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+                         ) -> AnchorGuide:
+        """Translate the anchor frame (one pass, plain self-attention) and cache its states.
+
+        ``style`` (step -> channel mean, std) are AdaIN targets for the anchor's own x0: a
+        group's first view's statistics (:class:`.style.StyleReference`), so this clip takes
+        that view's colours; the recorded statistics are then the targets.
+        """
         recorded = self._record_into()
         anchor = AnchorGuide(rgb=np.zeros(0, np.uint8))
-        latent = self._sample(image, control, 0, _Guidance(), should_stop, anchor)
+        latent = self._sample(image, control, 0, _Guidance(style=style), should_stop, anchor)
         anchor.rgb = self._to_rgb(latent)
         if recorded is not None:
             self.controller.anchor = recorded
@@ -269,6 +284,8 @@ class FrameSampler:
 
         s = self.settings
         if record is not None:
+            if s.adain and guidance.style is not None and step in guidance.style:
+                x0 = _adain(x0, *guidance.style[step])
             if s.fusion and s.in_range("stage1_range", step):
                 record.x0[step] = x0.clone()
             if s.adain and s.in_range("adain_range", step):
@@ -281,9 +298,7 @@ class FrameSampler:
             warped = warp_latent(anchor.x0[step], guidance.anchor_flow, "nearest")
             x0 = warped * guidance.stage1_mask + x0 * (1 - guidance.stage1_mask)
         if s.adain and step in anchor.stats:
-            mean, std = _channel_stats(x0)
-            a_mean, a_std = anchor.stats[step]
-            x0 = (x0 - mean) / (std + 1e-6) * a_std + a_mean
+            x0 = _adain(x0, *anchor.stats[step])
         return x0
 
     def _reference(self, direct: np.ndarray, anchor: AnchorGuide, refs: FrameRefs

@@ -36,6 +36,7 @@ from .attention import StateCache
 from .models import Models
 from .sampler import FrameRefs, FrameSampler
 from .settings import EngineSettings
+from .style import StyleReference
 
 if TYPE_CHECKING:
     import torch
@@ -111,14 +112,20 @@ class RunStats:
     other_seconds_per_frame: float  # VAE, fusion, flow, I/O, state persistence
     peak_memory_mb: float  # CUDA max allocated on a GPU, process max RSS on the CPU
     cache_bytes: int  # largest cross-frame attention cache held at once
+    style_reference: str | None = None  # key of the group's style reference (AdaIN only)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str | None]:
         return asdict(self)
 
 
-def run_key(inputs: EngineInputs, settings: EngineSettings) -> str:
-    """The settings key of a clip's translated frames in the run folder."""
-    return settings_key(inputs.content_hash, settings.result_dict())
+def run_key(inputs: EngineInputs, settings: EngineSettings,
+            style_reference: StyleReference | None = None) -> str:
+    """The settings key of a clip's translated frames in the run folder (a style reference
+    is part of it: another reference gives other frames)."""
+    parts = [inputs.content_hash, settings.result_dict()]
+    if style_reference is not None:
+        parts.append(style_reference.key)
+    return settings_key(*parts)
 
 
 # -- previous-frame state on disk ------------------------------------------------------------
@@ -198,6 +205,7 @@ def translate_clip(
     *,
     resume: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    style_reference: StyleReference | None = None,
 ) -> ProgressGenerator[RunStats]:
     """Translate a clip: yields ``Progress("translate", done, total, seconds, (i, rgb))``
     per frame (anchor first) and returns :class:`RunStats`.
@@ -206,10 +214,16 @@ def translate_clip(
     it is yielded. ``resume=True`` keeps frames already done under the same settings key and
     continues the chain from the last one. Cancel by closing the generator or through
     ``should_stop`` (checked between denoising steps; raises :class:`Cancelled`).
+
+    ``style_reference`` (a group's first view's, see :mod:`.style`) sets the AdaIN targets
+    of the anchor, hence of the whole clip; it needs ``adain`` on and the same schedule.
+    With ``run``, the anchor's own statistics are saved there as this clip's reference.
     """
     n = inputs.num_frames
     anchor = settings.anchor_index(n)
-    key = run_key(inputs, settings)
+    key = run_key(inputs, settings, style_reference)
+    style = (style_reference.targets(settings, models.device, models.dtype)
+             if style_reference is not None and settings.adain else None)
     order = [i for i in range(n) if i != anchor]
     done: set[int] = set()
     if run is not None:
@@ -229,8 +243,10 @@ def translate_clip(
     with FrameSampler(models, settings, hw) as sampler:
         t0 = time.perf_counter()
         guide = sampler.translate_anchor(inputs.frame(anchor), inputs.control(anchor),
-                                         should_stop)
+                                         should_stop, style)
         translated += 1
+        if run is not None and guide.stats:
+            StyleReference.from_stats(settings.steps, guide.stats).save(run)
         cache_peak = max(cache_peak, sampler.controller.nbytes())
         if run is not None and anchor not in done:
             run.write_frame(STAGE, anchor, guide.rgb)
@@ -287,4 +303,5 @@ def translate_clip(
         other_seconds_per_frame=(total_seconds - counters.denoiser_seconds) / per,
         peak_memory_mb=_peak_memory_mb(models.device),
         cache_bytes=cache_peak,
+        style_reference=style_reference.key if style is not None else None,
     )
