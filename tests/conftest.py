@@ -56,3 +56,14 @@ def _one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory) -> Path:
+    """Tiny random-weight SD + ControlNet, built once per session: ``DIR/sd``,
+    ``DIR/controlnet`` (load them through the real loader with ``offline=True``)."""
+    from napari_diffslva.engine.tiny import build_tiny_models
+
+    folder = tmp_path_factory.mktemp("tiny-models")
+    build_tiny_models(folder)
+    return folder

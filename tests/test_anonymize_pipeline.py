@@ -18,10 +18,8 @@ from napari_diffslva.video import probe, read_frames
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from napari_diffslva.engine.tiny import build_tiny_models
-
-    sd, cn = build_tiny_models(tmp_path_factory.mktemp("tiny"))
+def tiny(tiny_models_dir):
+    sd, cn = tiny_models_dir / "sd", tiny_models_dir / "controlnet"
     return {"model": str(sd), "controlnet": str(cn), "offline": True, "device": "cpu",
             "short_side": 64, "steps": 4, "prompt": "a person is signing"}
 

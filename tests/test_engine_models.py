@@ -6,27 +6,17 @@ import json
 import time
 
 import pytest
+import torch  # noqa: E402
 
 from napari_diffslva.engine.settings import EngineSettings
 from napari_diffslva.errors import SettingsError, WeightsError
 
-torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, above all on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_models_dir):
     from napari_diffslva.engine.tiny import tiny_settings
 
-    return tiny_settings(tmp_path_factory.mktemp("tiny"))
+    return tiny_settings(tiny_models_dir)
 
 
 def test_tiny_models_load_through_the_real_loader(tiny):

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
 HW = (64, 64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, above all on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_models_dir):
     from napari_diffslva.engine.tiny import tiny_settings
 
-    return tiny_settings(tmp_path_factory.mktemp("tiny"), steps=10)
+    return tiny_settings(tiny_models_dir, steps=10)
 
 
 @pytest.fixture(scope="module")

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch  # noqa: E402
 
 from napari_diffslva.errors import SettingsError
 from napari_diffslva.progress import run_to_end
 from napari_diffslva.project import RunFolder
 
-torch = pytest.importorskip("torch")
-
 HW = (64, 64)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_models_dir):
     from napari_diffslva.engine.tiny import tiny_settings
 
-    return tiny_settings(tmp_path_factory.mktemp("tiny"), steps=10, adain_range=(0.7, 1.0))
+    return tiny_settings(tiny_models_dir, steps=10, adain_range=(0.7, 1.0))
 
 
 @pytest.fixture(scope="module")
