@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch  # noqa: E402
+import torch
 
 HW = (64, 64)
 

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-import torch  # noqa: E402
+import torch
 
 from napari_diffslva.engine.settings import EngineSettings
 from napari_diffslva.errors import SettingsError, WeightsError
