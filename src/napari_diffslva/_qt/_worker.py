@@ -1,0 +1,212 @@
+"""Running the core's progress generators from a widget, and small shared Qt pieces.
+
+:class:`BackgroundJob` drives a :class:`~napari_diffslva.progress.Progress` generator in a
+napari ``thread_worker`` so the viewer never freezes. Cancelling sets a flag the worker
+checks between two events; the worker thread then closes the core generator itself, so
+it stops between frames with every finished frame already on disk. Progress goes to a
+napari progress bar (the activity dock) and to a status label in the widget; errors
+become notifications: a :class:`~napari_diffslva.errors.DiffslvaError` shows its one-line
+message, anything else the exception with its traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
+
+from ..errors import DiffslvaError
+from ..progress import Progress
+
+
+class _Cancelled:
+    """Returned by the worker instead of a result when the user cancelled."""
+
+
+CANCELLED = _Cancelled()
+
+
+def notify_error(exc: BaseException) -> None:
+    """Show ``exc`` in napari: user errors as their message, bugs with their traceback."""
+    from napari.utils.notifications import notification_manager, show_error
+
+    if isinstance(exc, DiffslvaError):
+        show_error(str(exc))
+    else:
+        notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+
+
+def _drive(make_generator: Callable[[], Generator], stop: threading.Event):
+    """Worker-thread generator: relays events, closes the core generator on cancel."""
+    gen = make_generator()
+    try:
+        while True:
+            if stop.is_set():
+                return CANCELLED
+            try:
+                event = next(gen)
+            except StopIteration as finished:
+                return finished.value
+            yield event
+    finally:
+        gen.close()
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+class ProgressText:
+    """Frames done, seconds per frame (running mean of the stage) and time left."""
+
+    def __init__(self) -> None:
+        self.stage = ""
+        self._spent = 0.0
+        self._count = 0
+
+    def update(self, event: Progress) -> str:
+        if event.stage != self.stage:
+            self.stage, self._spent, self._count = event.stage, 0.0, 0
+        self._spent += event.seconds
+        self._count += 1
+        per_frame = self._spent / self._count
+        left = per_frame * max(event.total - event.done, 0)
+        return (f"{event.stage}: {event.done}/{event.total} frames, "
+                f"{per_frame:.2f} s/frame, {format_eta(left)} left")
+
+
+class BackgroundJob:
+    """One background run of a progress generator, with a progress bar and Cancel.
+
+    ``on_event(event)`` runs in the GUI thread for every yielded event (``Progress`` or
+    whatever else the generator yields), ``on_done(result)`` with the generator's return
+    value, ``on_cancelled()`` after a cancel, ``on_finished()`` always at the end.
+    """
+
+    def __init__(self, make_generator: Callable[[], Generator], *, description: str,
+                 on_event: Callable[[Any], None] | None = None,
+                 on_done: Callable[[Any], None] | None = None,
+                 on_cancelled: Callable[[], None] | None = None,
+                 on_finished: Callable[[], None] | None = None,
+                 status: QLabel | None = None) -> None:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        self._stop = threading.Event()
+        self._on_event, self._on_done = on_event, on_done
+        self._on_cancelled, self._on_finished = on_cancelled, on_finished
+        self._status = status
+        self._text = ProgressText()
+        self.started_at = time.perf_counter()
+        self.error: BaseException | None = None
+        self.running = True
+        self._pending: deque[tuple[str, Any]] = deque()
+        self._draining = False
+        self.pbar = progress(total=0, desc=description)
+        self.worker = create_worker(
+            _drive, make_generator, self._stop,
+            _connect={"yielded": partial(self._queue, "yielded"),
+                      "returned": partial(self._queue, "returned"),
+                      "errored": partial(self._queue, "errored"),
+                      "finished": partial(self._queue, "finished")},
+        )
+
+    def cancel(self) -> None:
+        """Ask the run to stop after the frame in progress."""
+        self._stop.set()
+        if self._status is not None:
+            self._status.setText("Cancelling after the current frame...")
+
+    # Worker signals are handled strictly in order. Adding layers or updating the progress
+    # bar can process pending Qt events, which would run later handlers (even ``returned``)
+    # inside earlier ones; re-entrant calls only queue their work for the outer loop.
+    def _queue(self, kind: str, value: Any = None) -> None:
+        self._pending.append((kind, value))
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._pending:
+                kind, value = self._pending.popleft()
+                getattr(self, f"_handle_{kind}")(value)
+        finally:
+            self._draining = False
+
+    def _handle_yielded(self, event: Any) -> None:
+        if isinstance(event, Progress):
+            text = self._text.update(event)
+            if self._status is not None:
+                self._status.setText(text)
+            if self.pbar.total != event.total:
+                self.pbar.total = event.total
+                self.pbar.n = 0
+            self.pbar.set_description(text)
+            self.pbar.update(event.done - self.pbar.n)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _handle_returned(self, value: Any) -> None:
+        if value is CANCELLED:
+            if self._status is not None:
+                self._status.setText("Cancelled; finished frames are kept in the run folder.")
+            if self._on_cancelled is not None:
+                self._on_cancelled()
+        elif self._on_done is not None:
+            self._on_done(value)
+
+    def _handle_errored(self, exc: BaseException) -> None:
+        self.error = exc
+        if self._status is not None:
+            self._status.setText(f"Failed: {exc}")
+        notify_error(exc)
+
+    def _handle_finished(self, _: Any = None) -> None:
+        self.pbar.close()
+        if self._on_finished is not None:
+            self._on_finished()
+        self.running = False
+
+
+class PathRow(QWidget):
+    """A path field with a Browse button (file to open, file to save, or folder)."""
+
+    def __init__(self, mode: str = "open", placeholder: str = "", filter: str = "",
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.mode, self.filter = mode, filter
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit)
+        layout.addWidget(browse)
+
+    def _browse(self) -> None:
+        if self.mode == "folder":
+            path = QFileDialog.getExistingDirectory(self, "Choose a folder", self.edit.text())
+        elif self.mode == "save":
+            path, _ = QFileDialog.getSaveFileName(self, "Save as", self.edit.text(), self.filter)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Open", self.edit.text(), self.filter)
+        if path:
+            self.edit.setText(path)
+
+    def path(self) -> Path | None:
+        text = self.edit.text().strip()
+        return Path(text).expanduser() if text else None
+
+    def set_path(self, path: str | Path | None) -> None:
+        self.edit.setText("" if path is None else str(path))

@@ -1,0 +1,243 @@
+"""1 Prepare: faces, edges and optical flow of a clip, computed in the background.
+
+The video is chosen as a file (layers keep no file names, see :mod:`._session`); the
+layer showing it is found by content hash, or opened with our reader. Results appear as
+layers while the run goes on: face boxes, landmarks, mask and anchor first, then edges,
+then flow and occlusion. *Open run folder* restores a prepared clip, its edits and any
+anonymized frames without computing what is cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import napari_layers as nl
+from ..errors import SettingsError
+from ._session import ANONYMIZED, ORIGINAL, layer_by_role, put_layer, session_for
+from ._worker import BackgroundJob, PathRow
+
+if TYPE_CHECKING:
+    import napari
+
+# Layers hidden when first added (they are for checking, not for every look at the clip).
+_HIDDEN_AT_FIRST = ("flow", "occlusion", "flow vectors", "landmarks")
+
+
+class _LayersReady:
+    """A worker event: a (partial) prepared clip and layer data computed in the worker."""
+
+    def __init__(self, prepared: Any, layers: list[tuple]) -> None:
+        self.prepared, self.layers = prepared, layers
+
+
+def face_layers(prepared: Any) -> list[tuple]:
+    """Mask (eager: computed in the worker), landmarks, boxes, anchor."""
+    return [layer for layer in nl.prepared_layers(prepared)
+            if layer[2] in ("labels", "points", "shapes")]
+
+
+def _prepare_job(video: Path, run_dir: Path, settings: Any, vectors: bool):
+    from ..prepare.pipeline import STAGES, prepare_clip
+
+    prepared = yield from prepare_clip(video, run_dir, settings, stages=("faces",))
+    yield _LayersReady(prepared, face_layers(prepared))
+    prepared = yield from prepare_clip(video, run_dir, settings, stages=("faces", "edges"))
+    yield _LayersReady(prepared, [nl.edges_layer(prepared)])
+    prepared = yield from prepare_clip(video, run_dir, settings, stages=STAGES)
+    flow = [nl.flow_layer(prepared), nl.occlusion_layer(prepared)]
+    if vectors:
+        flow.append(nl.flow_vectors_layer(prepared))
+    yield _LayersReady(prepared, flow)
+    return prepared
+
+
+def _open_job(video: Path, run_dir: Path):
+    from ..prepare.pipeline import open_prepared
+    from ..project import RunFolder
+
+    run = RunFolder(run_dir)
+    if not run.read_run():
+        raise SettingsError(f"{run_dir}: not a run folder (no run.json); run Prepare first")
+    prepared = open_prepared(run_dir, video)
+    layers = nl.prepared_layers(prepared)
+    if any(run.frames_dir("final").glob("*.png")):
+        layers.append(anonymized_layer(prepared))
+    yield _LayersReady(prepared, layers)
+    return prepared
+
+
+def anonymized_layer(prepared: Any) -> tuple:
+    """The run folder's finished frames as a lazy layer with the source's timing."""
+    info = prepared.info
+    return nl.run_frames_layer(prepared.run.root, info.frames, (info.height, info.width),
+                               name=ANONYMIZED, timing=info.timing.to_dict())
+
+
+def ensure_original_layer(viewer: napari.viewer.Viewer, video: Path) -> Any:
+    """The layer showing ``video`` (matched by content hash), opened with our reader if none."""
+    from napari.layers import Layer
+
+    from .._reader import read_video
+    from ..video import probe
+
+    content_hash = probe(video).content_hash
+    session = session_for(viewer)
+    for layer in viewer.layers:
+        source = layer.metadata.get("diffslva", {}).get("source", {})
+        if source.get("content_hash") == content_hash:
+            session.layers[ORIGINAL] = layer
+            return layer
+    data, kwargs, kind = read_video(str(video))[0]
+    layer = Layer.create(data, kwargs, kind)
+    viewer.add_layer(layer)
+    viewer.layers.move(viewer.layers.index(layer), 0)
+    session.layers[ORIGINAL] = layer
+    return layer
+
+
+class PrepareWidget(QWidget):
+    """Choose the clip and the run folder; compute or reopen the prepared data."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.job: BackgroundJob | None = None
+
+        self.video = PathRow("open", "video file (.mp4, .mov, .gif, ...)",
+                             "Videos (*.mp4 *.mov *.avi *.mkv *.webm *.gif *.m4v);;All (*)")
+        self.run_dir = PathRow("folder", "run folder (created if missing)")
+        self.edges = QComboBox()
+        self.edges.addItems(["soft", "hed"])
+        self.edges.setToolTip("soft: no weights needed; hed: ControlNet's HED annotator "
+                              "(weights found locally, or downloaded when not offline)")
+        self.safe_edges = QCheckBox("safe edges (no faint copy of the face)")
+        self.hed_weights = PathRow("open", "HED weights (optional, for edges = hed)")
+        self.flow = QComboBox()
+        self.flow.addItems(["dis"])
+        self.short_side = QSpinBox()
+        self.short_side.setRange(64, 2048)
+        self.short_side.setSingleStep(64)
+        self.short_side.setValue(512)
+        self.short_side.setToolTip("working short side in pixels (a multiple of 64)")
+        self.vectors = QCheckBox("flow arrows (Vectors layer)")
+        self.prepare_button = QPushButton("Prepare")
+        self.open_button = QPushButton("Open run folder")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("Choose a video and a run folder.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Video", self.video)
+        form.addRow("Run folder", self.run_dir)
+        form.addRow("Edges", self.edges)
+        form.addRow("", self.safe_edges)
+        form.addRow("HED weights", self.hed_weights)
+        form.addRow("Flow", self.flow)
+        form.addRow("Short side", self.short_side)
+        form.addRow("", self.vectors)
+        buttons = QHBoxLayout()
+        for b in (self.prepare_button, self.open_button, self.cancel_button):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.prepare_button.clicked.connect(self.prepare)
+        self.open_button.clicked.connect(self.open_run)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    # -- actions -------------------------------------------------------------------------
+    def settings(self) -> Any:
+        from ..prepare.pipeline import PrepareSettings
+
+        hed = self.hed_weights.path()
+        return PrepareSettings(edges=self.edges.currentText(),
+                               safe_edges=self.safe_edges.isChecked(),
+                               hed_weights=str(hed) if hed else None,
+                               flow=self.flow.currentText(),
+                               short_side=self.short_side.value())
+
+    def _paths(self) -> tuple[Path, Path]:
+        video, run_dir = self.video.path(), self.run_dir.path()
+        if video is None:
+            raise SettingsError("choose the video file first")
+        if run_dir is None:
+            raise SettingsError("choose a run folder (a new or an existing one)")
+        return video, run_dir
+
+    def prepare(self) -> BackgroundJob | None:
+        """Compute (or reuse) faces, edges and flow in the background."""
+        return self._start(lambda video, run_dir: _prepare_job(
+            video, run_dir, self.settings(), self.vectors.isChecked()), "Preparing")
+
+    def open_run(self) -> BackgroundJob | None:
+        """Reopen a run folder: prepared layers, edits and finished frames come back."""
+        return self._start(_open_job, "Opening the run folder")
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def _start(self, make, description: str) -> BackgroundJob | None:
+        from ._worker import notify_error
+
+        if self.job is not None and self.job.running:
+            return self.job
+        try:
+            video, run_dir = self._paths()
+            ensure_original_layer(self.viewer, video)
+        except Exception as exc:  # bad paths and unreadable videos become notifications
+            notify_error(exc)
+            self.status.setText(str(exc))
+            return None
+        self.session.video, self.session.run_dir = video, run_dir
+        self._busy(True)
+        self.status.setText(f"{description}...")
+        self.job = BackgroundJob(lambda: make(video, run_dir), description=description,
+                                 on_event=self._on_event, on_done=self._on_done,
+                                 on_finished=lambda: self._busy(False), status=self.status)
+        return self.job
+
+    def _busy(self, busy: bool) -> None:
+        self.prepare_button.setEnabled(not busy)
+        self.open_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def _on_event(self, event: Any) -> None:
+        if not isinstance(event, _LayersReady):
+            return
+        original = self.session.layers.get(ORIGINAL)
+        for data, kwargs, kind in event.layers:
+            new = layer_by_role(self.viewer, kwargs["name"]) is None
+            layer = put_layer(self.viewer, kwargs["name"], (data, kwargs, kind))
+            if kind == "image" and kwargs["name"] != ANONYMIZED and original in self.viewer.layers:
+                # working-size images sit just above the original, under the overlays
+                self.viewer.layers.move(self.viewer.layers.index(layer),
+                                        self.viewer.layers.index(original) + 1)
+            if new and kwargs["name"].startswith(_HIDDEN_AT_FIRST):
+                layer.visible = False
+        self.session.set_prepared(event.prepared)
+
+    def _on_done(self, prepared: Any) -> None:
+        s = prepared.summary()
+        lost = len(s["lost_frames"])
+        self.status.setText(
+            f"Prepared {s['frames']} frames: face on {s['face_frames']}, lost on {lost}, "
+            f"anchor frame {s['anchor']}. Check the face boxes in 2 Correct.")

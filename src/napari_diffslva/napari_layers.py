@@ -1,0 +1,469 @@
+"""Conversion between the core's data and napari layer data, without Qt or napari.
+
+Every ``*_layer`` function returns a napari *layer data tuple* ``(data, kwargs, type)``
+so the widgets add it with ``viewer._add_layer_from_data`` / ``Layer.create`` and the
+tests check it without a viewer. Conventions:
+
+- Time is the first axis of every layer; points and vertices are ``(t, y, x)``. The core
+  keeps dlib/OpenCV ``(x, y)`` order (boxes ``[x0, y0, x1, y1]``, landmarks ``(68, 2)``).
+- Pixel ``(y, x)`` of the source frame has its centre at world ``(y, x)``, so a box
+  covering pixel columns ``x0 .. x1-1`` has its rectangle edges at ``x0 - 0.5`` and
+  ``x1 - 0.5``. Working-size layers (edges, flow) get the ``scale``/``translate`` that
+  lays each working pixel over the source pixels it was resized from.
+- Manual corrections go back to the run folder's ``edits.json`` (format below); the
+  ``edited`` column of the features tables says which frames a person changed.
+
+Edits format (``RunFolder.read_edits()``; :func:`~napari_diffslva.prepare.faces.apply_edits`
+reads ``boxes`` and ``status``, the prepare pipeline reads ``anchor`` and the masks)::
+
+    {"boxes":  {"12": [x0, y0, x1, y1], ...},        # source pixels, (x, y), edited boxes
+     "status": {"13": "lost" | "occluded" | "face"},  # "no face" / "face hidden" / confirmed
+     "anchor": {"frame": 20, "edited": true},         # the anchor frame a person chose
+     "masks":  [12, 13]}                              # frames with RUN/masks/<t:06d>.png
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+# Edge colours of face boxes by track status (RGBA): the eye finds edited and guessed boxes.
+STATUS_COLORS = {
+    "lost": (0.5, 0.5, 0.5, 1.0),
+    "detected": (0.1, 0.9, 0.2, 1.0),
+    "interpolated": (1.0, 0.8, 0.0, 1.0),
+    "edited": (1.0, 0.2, 0.9, 1.0),
+}
+FRAME_STATUSES = ("lost", "occluded", "face")
+# Above this many mask pixels (T x H x W) the mask layer stays a lazy, read-only dask array.
+EAGER_MASK_PIXELS = 200_000_000
+
+
+# -- geometry ------------------------------------------------------------------------------
+
+
+def work_to_source_transform(geometry) -> dict[str, tuple[float, ...]]:
+    """``scale``/``translate`` (t, y, x) placing a working-size layer over the source frame."""
+    sy = geometry.source_hw[0] / geometry.work_hw[0]
+    sx = geometry.source_hw[1] / geometry.work_hw[1]
+    return {"scale": (1.0, sy, sx), "translate": (0.0, (sy - 1) / 2, (sx - 1) / 2)}
+
+
+def box_to_rectangle(t: int, box: Iterable[float]) -> np.ndarray:
+    """(4, 3) rectangle vertices ``(t, y, x)`` for a ``[x0, y0, x1, y1]`` source-pixel box."""
+    x0, y0, x1, y1 = (float(v) - 0.5 for v in box)
+    return np.array([[t, y0, x0], [t, y0, x1], [t, y1, x1], [t, y1, x0]], dtype=np.float64)
+
+
+def rectangle_to_box(vertices: np.ndarray) -> tuple[int, list[float]]:
+    """``(t, [x0, y0, x1, y1])`` of one Shapes rectangle (its bounding box if rotated)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    t = int(round(float(v[0, 0])))
+    y0, x0 = v[:, 1].min() + 0.5, v[:, 2].min() + 0.5
+    y1, x1 = v[:, 1].max() + 0.5, v[:, 2].max() + 0.5
+    return t, [float(x0), float(y0), float(x1), float(y1)]
+
+
+def shapes_to_boxes(data: Iterable[np.ndarray]) -> dict[int, list[float]]:
+    """Boxes per frame from Shapes data; with several shapes on a frame the largest wins."""
+    boxes: dict[int, list[float]] = {}
+    for vertices in data:
+        t, box = rectangle_to_box(vertices)
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        old = boxes.get(t)
+        if old is None or area > (old[2] - old[0]) * (old[3] - old[1]):
+            boxes[t] = box
+    return boxes
+
+
+# -- face track -> layers ------------------------------------------------------------------
+
+
+def _status_names(track) -> list[str]:
+    from .prepare.faces import STATUS_NAMES
+
+    return [STATUS_NAMES[int(s)] for s in track.status]
+
+
+def track_to_shapes(track, name: str = "face boxes") -> LayerDataTuple:
+    """The face track as Shapes rectangles ``(t, y, x)``, one per frame that has a box.
+
+    Features: ``frame``, ``status`` (detected / interpolated / edited), ``edited``.
+    """
+    from .prepare.faces import EDITED
+
+    names = _status_names(track)
+    frames = [t for t in range(len(track)) if not np.isnan(track.boxes[t]).any()]
+    data = [box_to_rectangle(t, track.boxes[t]) for t in frames]
+    features = {
+        "frame": np.array(frames, dtype=int),
+        "status": np.array([names[t] for t in frames], dtype=object),
+        "edited": np.array([bool(track.status[t] == EDITED) for t in frames], dtype=bool),
+    }
+    colors = np.array([STATUS_COLORS[names[t]] for t in frames]).reshape(-1, 4)
+    kwargs = {
+        "name": name,
+        "ndim": 3,
+        "shape_type": "rectangle",
+        "features": features,
+        "edge_color": colors if len(frames) else "magenta",
+        "face_color": "transparent",
+        "edge_width": 2,
+        "metadata": {"diffslva": {"kind": "face_boxes"}},
+    }
+    return data, kwargs, "shapes"
+
+
+def landmarks_to_points(track, name: str = "landmarks") -> LayerDataTuple:
+    """The 68 landmarks of every frame that has them as Points ``(t, y, x)``."""
+    rows, frames = [], []
+    for t in range(len(track)):
+        lm = track.landmarks[t]
+        if np.isnan(lm).any():
+            continue
+        rows.append(np.column_stack([np.full(len(lm), t, np.float64), lm[:, 1], lm[:, 0]]))
+        frames.append(np.full(len(lm), t, int))
+    data = np.concatenate(rows) if rows else np.zeros((0, 3))
+    kwargs = {
+        "name": name,
+        "ndim": 3,
+        "size": 3,
+        "face_color": "cyan",
+        "border_width": 0,
+        "features": {"frame": np.concatenate(frames) if frames else np.zeros(0, int)},
+        "metadata": {"diffslva": {"kind": "landmarks"}},
+    }
+    return data, kwargs, "points"
+
+
+def anchor_to_points(anchor: int, track, source_hw: tuple[int, int], edited: bool,
+                     name: str = "anchor") -> LayerDataTuple:
+    """The anchor frame as one star ``(t, y, x)`` on the face (frame centre if no face)."""
+    box = track.boxes[anchor]
+    if np.isnan(box).any():
+        y, x = source_hw[0] / 2, source_hw[1] / 2
+    else:
+        y, x = (box[1] + box[3]) / 2, (box[0] + box[2]) / 2
+    kwargs = {
+        "name": name,
+        "ndim": 3,
+        "symbol": "star",
+        "size": max(12.0, min(source_hw) / 12),
+        "face_color": "yellow",
+        "border_color": "black",
+        "features": {"frame": np.array([anchor]), "edited": np.array([bool(edited)])},
+        "metadata": {"diffslva": {"kind": "anchor"}},
+    }
+    return np.array([[float(anchor), float(y), float(x)]]), kwargs, "points"
+
+
+def anchor_from_points(data: np.ndarray) -> int | None:
+    """The anchor frame of an anchor Points layer (the last point wins), or None if empty."""
+    data = np.asarray(data)
+    if data.size == 0:
+        return None
+    return int(round(float(data[-1, 0])))
+
+
+# -- per-frame images ----------------------------------------------------------------------
+
+
+def _provenance(prepared, what: str) -> dict[str, Any]:
+    return {"diffslva": {"kind": what, "content_hash": prepared.info.content_hash,
+                         "working_hw": list(prepared.geometry.work_hw),
+                         "prepare": prepared.settings.to_dict()}}
+
+
+def edges_layer(prepared, name: str = "edges") -> LayerDataTuple:
+    """Working-size edges (the ControlNet condition), lazy, laid over the source frame."""
+    data = prepared.edges.as_dask("edges", prepared.geometry.work_hw, np.uint8)
+    kwargs = {"name": name, "contrast_limits": (0, 255), "colormap": "gray",
+              "blending": "additive", "metadata": _provenance(prepared, "edges"),
+              **work_to_source_transform(prepared.geometry)}
+    return data, kwargs, "image"
+
+
+def clip_flow_magnitude(prepared, kind: str = "prev", samples: int = 5) -> float:
+    """A clip-wide flow magnitude (pixels) for colour coding: the 99th percentile of a few
+    evenly spaced frames, so brightness means the same speed on every frame."""
+    frames = np.unique(np.linspace(0, prepared.info.frames - 1, samples).round().astype(int))
+    mags = [np.hypot(*np.moveaxis(prepared.flows.read(int(i))[f"{kind}_flow"]
+                                  .astype(np.float32), -1, 0)) for i in frames]
+    return max(float(np.percentile(np.concatenate([m.ravel() for m in mags]), 99)), 1e-3)
+
+
+def flow_layer(prepared, kind: str = "prev", max_magnitude: float | None = None,
+               name: str | None = None) -> LayerDataTuple:
+    """Flow (``prev``: from the previous frame; ``anchor``: from the anchor) as a lazy
+    HSV-coded RGB image: hue = direction, brightness = speed (same scale on every frame)."""
+    from .prepare.flow import flow_to_rgb
+
+    if max_magnitude is None:
+        max_magnitude = clip_flow_magnitude(prepared, kind)
+    h, w = prepared.geometry.work_hw
+    flows = prepared.flows.as_dask(f"{kind}_flow", (h, w, 2), np.float16)
+    data = flows.map_blocks(lambda b: flow_to_rgb(b[0], max_magnitude)[None],
+                            dtype=np.uint8, chunks=((1,) * flows.shape[0], (h,), (w,), (3,)))
+    meta = _provenance(prepared, f"{kind}_flow")
+    meta["diffslva"]["max_magnitude"] = max_magnitude
+    kwargs = {"name": name or f"flow ({kind})", "rgb": True, "contrast_limits": (0, 255),
+              "blending": "additive", "metadata": meta,
+              **work_to_source_transform(prepared.geometry)}
+    return data, kwargs, "image"
+
+
+def occlusion_layer(prepared, kind: str = "prev", name: str | None = None) -> LayerDataTuple:
+    """Occlusion (1 = the flow cannot be trusted there) as a lazy image, 0..255."""
+    data = prepared.flows.as_dask(f"{kind}_occlusion", prepared.geometry.work_hw, np.uint8)
+    kwargs = {"name": name or f"occlusion ({kind})", "contrast_limits": (0, 255),
+              "colormap": "red", "blending": "additive", "opacity": 0.6,
+              "metadata": _provenance(prepared, f"{kind}_occlusion"),
+              **work_to_source_transform(prepared.geometry)}
+    return data, kwargs, "image"
+
+
+def flow_vectors_layer(prepared, kind: str = "prev", step: int = 16,
+                       frames: Iterable[int] | None = None, min_magnitude: float = 0.5,
+                       name: str | None = None) -> LayerDataTuple:
+    """Sparse flow arrows ``(N, 2, 3)`` = ``[[t, y, x], [0, dy, dx]]`` in source pixels.
+
+    Reads every requested frame's flow (eager): pass ``frames`` for long clips.
+    """
+    from .prepare.flow import flow_vectors
+
+    sy, sx = work_to_source_transform(prepared.geometry)["scale"][1:]
+    rows = []
+    for t in range(prepared.info.frames) if frames is None else frames:
+        v = flow_vectors(prepared.flows.read(t)[f"{kind}_flow"], step=step,
+                         min_magnitude=min_magnitude)
+        if len(v):
+            out = np.zeros((len(v), 2, 3))
+            out[:, 0, 0] = t
+            out[:, :, 1] = v[:, :, 0] * sy
+            out[:, :, 2] = v[:, :, 1] * sx
+            out[:, 0, 1] += (sy - 1) / 2
+            out[:, 0, 2] += (sx - 1) / 2
+            rows.append(out)
+    data = np.concatenate(rows) if rows else np.zeros((0, 2, 3))
+    kwargs = {"name": name or f"flow vectors ({kind})", "ndim": 3, "edge_color": "white",
+              "edge_width": 1, "length": 1.0, "metadata": _provenance(prepared, "flow_vectors")}
+    return data, kwargs, "vectors"
+
+
+def face_mask_layer(prepared, name: str = "face mask") -> LayerDataTuple:
+    """Face masks ``(T, H, W)`` uint8 labels (1 = face) at source size; painted masks win.
+
+    In memory (and paintable) up to :data:`EAGER_MASK_PIXELS` pixels, else a lazy dask array.
+    """
+    t, h, w = prepared.info.frames, prepared.info.height, prepared.info.width
+
+    def one(i: int) -> np.ndarray:
+        return (prepared.face_mask(i) >= 0.5).astype(np.uint8)
+
+    if t * h * w <= EAGER_MASK_PIXELS:
+        data: Any = np.stack([one(i) for i in range(t)]) if t else np.zeros((0, h, w), np.uint8)
+    else:
+        import dask.array as da
+        from dask import delayed
+
+        data = da.stack([da.from_delayed(delayed(one)(i), (h, w), np.uint8) for i in range(t)])
+    kwargs = {"name": name, "opacity": 0.4, "metadata": _provenance(prepared, "face_mask")}
+    return data, kwargs, "labels"
+
+
+def prepared_layers(prepared, *, flow_kind: str = "prev", vectors: bool = False,
+                    vector_step: int = 16) -> list[LayerDataTuple]:
+    """Every prepare result that exists on disk, images first so the overlays stay on top."""
+    from .project import read_json
+
+    layers: list[LayerDataTuple] = []
+    if prepared.edges.complete:
+        layers.append(edges_layer(prepared))
+    if prepared.flows.complete:
+        layers.append(flow_layer(prepared, flow_kind))
+        layers.append(occlusion_layer(prepared, flow_kind))
+        if vectors:
+            layers.append(flow_vectors_layer(prepared, flow_kind, vector_step))
+    layers.append(face_mask_layer(prepared))
+    layers.append(landmarks_to_points(prepared.track))
+    layers.append(track_to_shapes(prepared.track))
+    edits = read_json(prepared.run.edits_json, {})
+    edited = bool(edits.get("anchor", {}).get("edited", False))
+    layers.append(anchor_to_points(prepared.anchor, prepared.track,
+                                   (prepared.info.height, prepared.info.width), edited))
+    return layers
+
+
+# -- edits (pure: each returns a new dict) -------------------------------------------------
+
+
+def _copy(edits: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    return copy.deepcopy(edits or {})
+
+
+def with_boxes(edits: dict[str, Any], boxes: dict[int, Iterable[float]]) -> dict[str, Any]:
+    """Edits plus box corrections ``{t: [x0, y0, x1, y1]}``; a new box clears a no-face mark."""
+    out = _copy(edits)
+    out.setdefault("boxes", {})
+    for t, box in boxes.items():
+        out["boxes"][str(int(t))] = [round(float(v), 2) for v in box]
+        if out.get("status", {}).get(str(int(t))) in ("lost", "occluded"):
+            del out["status"][str(int(t))]
+    return out
+
+
+def with_status(edits: dict[str, Any], frames: Iterable[int], status: str) -> dict[str, Any]:
+    """Edits with ``frames`` marked ``lost`` (no face), ``occluded`` or ``face`` (confirmed)."""
+    from .errors import SettingsError
+
+    if status not in FRAME_STATUSES:
+        raise SettingsError(f"frame status {status!r}: use one of {', '.join(FRAME_STATUSES)}")
+    out = _copy(edits)
+    out.setdefault("status", {})
+    for t in frames:
+        out["status"][str(int(t))] = status
+        if status != "face":
+            out.get("boxes", {}).pop(str(int(t)), None)
+    return out
+
+
+def with_anchor(edits: dict[str, Any], frame: int) -> dict[str, Any]:
+    out = _copy(edits)
+    out["anchor"] = {"frame": int(frame), "edited": True}
+    return out
+
+
+def with_masks(edits: dict[str, Any], frames: Iterable[int]) -> dict[str, Any]:
+    out = _copy(edits)
+    out["masks"] = sorted(set(out.get("masks", [])) | {int(t) for t in frames})
+    return out
+
+
+def without_frame_edits(edits: dict[str, Any], frames: Iterable[int]) -> dict[str, Any]:
+    """Edits with every box, status and mask correction of ``frames`` removed."""
+    out = _copy(edits)
+    drop = {int(t) for t in frames}
+    for key in ("boxes", "status"):
+        for t in list(out.get(key, {})):
+            if int(t) in drop:
+                del out[key][t]
+    if "masks" in out:
+        out["masks"] = [t for t in out["masks"] if int(t) not in drop]
+    return out
+
+
+def edited_frames(edits: dict[str, Any]) -> list[int]:
+    """Every frame a person corrected (box, status or mask)."""
+    frames = {int(t) for key in ("boxes", "status") for t in edits.get(key, {})}
+    return sorted(frames | {int(t) for t in edits.get("masks", [])})
+
+
+def changed_boxes(data: Iterable[np.ndarray], track, tolerance: float = 0.5
+                  ) -> tuple[dict[int, list[float]], list[int]]:
+    """Compare Shapes data with the track: ``(boxes that moved or are new, frames whose
+    box was deleted)``. Moves smaller than ``tolerance`` pixels are not edits."""
+    boxes = shapes_to_boxes(data)
+    moved = {}
+    for t, box in boxes.items():
+        if not 0 <= t < len(track):
+            continue
+        old = track.boxes[t]
+        if np.isnan(old).any() or np.abs(np.asarray(box) - old).max() > tolerance:
+            moved[t] = box
+    had = {t for t in range(len(track)) if not np.isnan(track.boxes[t]).any()}
+    return moved, sorted(had - set(boxes))
+
+
+def propagate_box(boxes: np.ndarray, old_box: Iterable[float], new_box: Iterable[float],
+                  frames: Iterable[int]) -> dict[int, list[float]]:
+    """Apply one box correction (``old_box`` -> ``new_box``) to ``frames``.
+
+    The shift of the centre and the change of size are applied to each frame's own box in
+    ``boxes`` (T, 4) ``[x0, y0, x1, y1]``, so a box nudged to cover the chin on one frame
+    covers it on the others while still following the face. Frames without a box (or a
+    correction that drew a new box, ``old_box`` NaN) get ``new_box`` as it is.
+    """
+    new = np.asarray(new_box, dtype=np.float64)
+    old = np.asarray(old_box, dtype=np.float64)
+    out: dict[int, list[float]] = {}
+    if np.isnan(old).any():
+        return {int(t): new.tolist() for t in frames}
+    shift = (new[:2] + new[2:]) / 2 - (old[:2] + old[2:]) / 2
+    scale = (new[2:] - new[:2]) / np.maximum(old[2:] - old[:2], 1e-6)
+    for t in frames:
+        box = np.asarray(boxes[t], dtype=np.float64)
+        if np.isnan(box).any():
+            out[int(t)] = new.tolist()
+            continue
+        centre = (box[:2] + box[2:]) / 2 + shift
+        half = (box[2:] - box[:2]) / 2 * scale
+        out[int(t)] = np.concatenate([centre - half, centre + half]).tolist()
+    return out
+
+
+# -- painted masks -------------------------------------------------------------------------
+
+
+def mask_path(run_root: str | Path, frame: int) -> Path:
+    return Path(run_root) / "masks" / f"{int(frame):06d}.png"
+
+
+def save_mask(run_root: str | Path, frame: int, labels: np.ndarray) -> Path:
+    """Store one painted mask (any label > 0 is face) as ``RUN/masks/<t:06d>.png`` (255)."""
+    import cv2
+
+    from .errors import DiffslvaError
+    from .project import atomic_write_bytes
+
+    ok, png = cv2.imencode(".png", np.where(np.asarray(labels) > 0, 255, 0).astype(np.uint8))
+    if not ok:
+        raise DiffslvaError(f"could not encode the mask of frame {frame} as PNG")
+    path = mask_path(run_root, frame)
+    atomic_write_bytes(path, png.tobytes())
+    return path
+
+
+def remove_masks(run_root: str | Path, frames: Iterable[int]) -> None:
+    for t in frames:
+        mask_path(run_root, t).unlink(missing_ok=True)
+
+
+# -- finished frames -----------------------------------------------------------------------
+
+
+def run_frames_layer(run_root: str | Path, frames: int, source_hw: tuple[int, int],
+                     stage: str = "final", name: str = "anonymized",
+                     timing: dict[str, Any] | None = None) -> LayerDataTuple:
+    """Finished frames of a run folder as a lazy RGB layer; frames not done yet are black.
+
+    Reads ``RUN/frames/<stage>/<t:06d>.png`` when displayed, so reopening a long run costs
+    nothing until you look at it. ``timing`` (``VideoTiming.to_dict()``) lets napari's
+    *Save layer* keep the source's timing, as for layers opened by our reader.
+    """
+    import dask.array as da
+    from dask import delayed
+
+    from .project import RunFolder
+
+    run = RunFolder(run_root)
+    h, w = source_hw
+
+    def one(i: int) -> np.ndarray:
+        if run.frame_path(stage, i).is_file():
+            return run.read_frame(stage, i)
+        return np.zeros((h, w, 3), np.uint8)
+
+    data = da.stack([da.from_delayed(delayed(one)(i), (h, w, 3), np.uint8)
+                     for i in range(frames)])
+    kwargs = {"name": name, "rgb": True, "contrast_limits": (0, 255),
+              "metadata": {"diffslva": {"kind": "anonymized", "stage": stage}}}
+    if timing is not None:
+        kwargs["metadata"]["diffslva"]["timing"] = timing
+    return data, kwargs, "image"

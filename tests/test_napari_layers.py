@@ -1,0 +1,178 @@
+"""Qt-free conversion between prepared data and napari layer data (real clip, no viewer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_diffslva import napari_layers as nl
+from napari_diffslva.export import write_video
+from napari_diffslva.prepare.faces import EDITED, LOST
+from napari_diffslva.prepare.flow import flow_to_rgb, flow_vectors
+from napari_diffslva.prepare.pipeline import PrepareSettings, open_prepared, prepare_clip
+from napari_diffslva.progress import run_to_end
+from napari_diffslva.video import probe, read_frames
+
+SETTINGS = PrepareSettings(short_side=64)
+
+
+@pytest.fixture(scope="module")
+def clip(real_clip, tmp_path_factory):
+    """The first 6 frames of a real ASL clip as their own file (320x240, face visible)."""
+    src = real_clip("asl_house.gif")
+    path = tmp_path_factory.mktemp("clip") / "house6.mp4"
+    write_video(read_frames(src, 0, 6), path, rate=probe(src).rate)
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(clip, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "run"
+    run_to_end(prepare_clip(clip, run, SETTINGS))
+    return run
+
+
+@pytest.fixture
+def prepared(clip, prepared_dir, tmp_path):
+    """A fresh copy of the prepared run folder per test (tests write edits)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(prepared_dir, run)
+    return open_prepared(run, clip)
+
+
+def test_face_boxes_round_trip_through_shapes(prepared):
+    track = prepared.track
+    data, kwargs, kind = nl.track_to_shapes(track)
+    assert kind == "shapes" and kwargs["ndim"] == 3 and kwargs["shape_type"] == "rectangle"
+    assert len(data) == len(track.face_frames) == 6
+    assert [int(v[0, 0]) for v in data] == kwargs["features"]["frame"].tolist()
+    assert set(kwargs["features"]["status"]) <= {"detected", "interpolated"}
+    assert not kwargs["features"]["edited"].any()
+    # vertices are (t, y, x) with edges half a pixel outside the covered pixels
+    v = data[2]
+    assert v[:, 1].min() == pytest.approx(track.boxes[2][1] - 0.5)
+    assert v[:, 2].max() == pytest.approx(track.boxes[2][2] - 0.5)
+    back = nl.shapes_to_boxes(data)
+    for t in range(6):
+        np.testing.assert_allclose(back[t], track.boxes[t], atol=1e-4)
+    # nothing moved: no edits
+    assert nl.changed_boxes(data, track) == ({}, [])
+
+
+def test_landmarks_and_anchor_points_are_t_y_x(prepared):
+    track = prepared.track
+    data, kwargs, kind = nl.landmarks_to_points(track)
+    assert kind == "points" and data.shape == (6 * 68, 3)
+    at3 = data[data[:, 0] == 3]
+    np.testing.assert_allclose(at3[:, 1], track.landmarks[3][:, 1])  # y
+    np.testing.assert_allclose(at3[:, 2], track.landmarks[3][:, 0])  # x
+    pts, kw, _ = nl.anchor_to_points(prepared.anchor, track, (240, 320), edited=False)
+    assert nl.anchor_from_points(pts) == prepared.anchor
+    x0, y0, x1, y1 = track.boxes[prepared.anchor]
+    assert x0 < pts[0, 2] < x1 and y0 < pts[0, 1] < y1  # on the face
+    assert kw["features"]["edited"].tolist() == [False]
+
+
+def test_working_size_images_are_lazy_and_laid_over_the_source(prepared):
+    import dask.array as da
+
+    from napari_diffslva.prepare.edges import get_edge_detector
+
+    data, kwargs, kind = nl.edges_layer(prepared)
+    h, w = prepared.geometry.work_hw
+    assert isinstance(data, da.Array) and data.shape == (6, h, w) and kind == "image"
+    assert np.array_equal(data[4].compute(), prepared.edges.read(4)["edges"])
+    sy, sx = kwargs["scale"][1:]
+    assert (h * sy, w * sx) == (240, 320)
+    # the transform puts working pixels over the source pixels they came from: sampling
+    # the layer on the source grid matches edges computed at source size best unshifted
+    full = get_edge_detector("soft")(read_frames(prepared.info.path, 4, 5)[0])
+    ys, xs = np.mgrid[0:240, 0:320]
+    ty, tx = kwargs["translate"][1:]
+
+    def sampled(dy: float) -> np.ndarray:
+        iy = np.clip(np.rint((ys + dy - ty) / sy).astype(int), 0, h - 1)
+        ix = np.clip(np.rint((xs - tx) / sx).astype(int), 0, w - 1)
+        return data[4].compute()[iy, ix].astype(float)
+
+    corr = {dy: np.corrcoef(sampled(dy).ravel(), full.ravel())[0, 1] for dy in (-4, 0, 4)}
+    assert corr[0] > corr[-4] and corr[0] > corr[4], corr
+
+
+def test_flow_occlusion_and_vectors(prepared):
+    rgb, kwargs, _ = nl.flow_layer(prepared, "prev")
+    mm = kwargs["metadata"]["diffslva"]["max_magnitude"]
+    assert rgb.dtype == np.uint8 and kwargs["rgb"]
+    stored = prepared.flows.read(3)
+    assert np.array_equal(rgb[3].compute(), flow_to_rgb(stored["prev_flow"], mm))
+    occ, _, _ = nl.occlusion_layer(prepared, "anchor")
+    stored_occ = prepared.flows.read(1)["anchor_occlusion"]
+    assert np.array_equal(occ[1].compute(), stored_occ) and stored_occ.dtype == np.uint8
+    # (the first frames barely move at 64 px: keep even tiny vectors)
+    vec, kw, kind = nl.flow_vectors_layer(prepared, "prev", step=8, frames=[3],
+                                          min_magnitude=0.01)
+    assert kind == "vectors" and vec.shape[1:] == (2, 3)
+    assert len(vec) == len(flow_vectors(stored["prev_flow"], step=8, min_magnitude=0.01)) > 0
+    assert (vec[:, 0, 0] == 3).all() and (vec[:, 1, 0] == 0).all()
+    assert vec[:, 0, 1].max() < 240 and vec[:, 0, 2].max() < 320
+
+
+def test_face_mask_labels_and_painted_mask_wins(prepared, clip):
+    data, kwargs, kind = nl.face_mask_layer(prepared)
+    assert kind == "labels" and data.shape == (6, 240, 320) and data.dtype == np.uint8
+    x0, y0, x1, y1 = prepared.track.boxes[2].astype(int)
+    assert data[2, (y0 + y1) // 2, (x0 + x1) // 2] == 1
+    assert data[2, 0, 0] == 0
+    painted = np.zeros((240, 320), np.uint8)
+    painted[10:50, 20:60] = 1
+    nl.save_mask(prepared.run.root, 2, painted)
+    prepared.run.write_edits(nl.with_masks(prepared.run.read_edits(), [2]))
+    again = open_prepared(prepared.run.root, clip)
+    data2, _, _ = nl.face_mask_layer(again)
+    assert np.array_equal(data2[2], painted)
+    assert np.array_equal(data2[3], data[3])
+    assert again.run.read_edits()["masks"] == [2]
+
+
+def test_box_edits_range_status_and_anchor_survive_reopening(prepared, clip):
+    track = prepared.track
+    data, _, _ = nl.track_to_shapes(track)
+    moved = [v.copy() for v in data]
+    moved[1][:, 1] += 5  # box of frame 1 moved 5 px down
+    del moved[4]  # frame 4's box deleted
+    changed, deleted = nl.changed_boxes(moved, track)
+    assert list(changed) == [1] and deleted == [4]
+    np.testing.assert_allclose(changed[1], track.boxes[1] + [0, 5, 0, 5], atol=1e-4)
+    # the same change applied to frames 1..3: each box shifts by 5 px and keeps its size
+    spread = nl.propagate_box(track.boxes, track.boxes[1], changed[1], range(1, 4))
+    for t in range(1, 4):
+        np.testing.assert_allclose(spread[t], track.boxes[t] + [0, 5, 0, 5], atol=1e-3)
+    edits = nl.with_boxes({}, spread)
+    edits = nl.with_status(edits, deleted, "lost")
+    edits = nl.with_anchor(edits, 5)
+    assert nl.edited_frames(edits) == [1, 2, 3, 4]
+    prepared.run.write_edits(edits)
+
+    again = open_prepared(prepared.run.root, clip)
+    assert again.anchor == 5
+    assert again.track.status[1:4].tolist() == [EDITED] * 3
+    assert again.track.status[4] == LOST and again.track.status[0] != EDITED
+    np.testing.assert_allclose(again.track.boxes[2], spread[2], atol=0.01)
+    shapes, kwargs, _ = nl.track_to_shapes(again.track)
+    assert kwargs["features"]["edited"].tolist() == [False, True, True, True, False]
+    pts, kw, _ = nl.prepared_layers(again)[-1]
+    assert nl.anchor_from_points(pts) == 5 and kw["features"]["edited"].tolist() == [True]
+    # a box drawn again on the lost frame clears its no-face mark; undo removes edits
+    back = nl.with_boxes(edits, {4: track.boxes[4]})
+    assert "4" not in back["status"] and "4" in back["boxes"]
+    assert nl.edited_frames(nl.without_frame_edits(back, [1, 2, 3, 4])) == []
+
+
+def test_prepared_layers_cover_every_result(prepared):
+    names = [kw["name"] for _, kw, _ in nl.prepared_layers(prepared, vectors=True)]
+    assert names == ["edges", "flow (prev)", "occlusion (prev)", "flow vectors (prev)",
+                     "face mask", "landmarks", "face boxes", "anchor"]
+    with pytest.raises(Exception, match="frame status"):
+        nl.with_status({}, [1], "gone")
