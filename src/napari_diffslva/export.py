@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import VideoError
 from .progress import Progress, ProgressGenerator, run_to_end
+from .project import default_permissions
 from .video import VideoTiming
 
 OUTPUT_SUFFIXES = (".mp4", ".mov")
@@ -69,6 +70,7 @@ def export_frames(
             raise VideoError(
                 f"{out}: got {written} frames but the timing describes {timing.frames}"
             )
+        default_permissions(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

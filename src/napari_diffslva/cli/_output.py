@@ -31,7 +31,7 @@ def drive_with_bar(gen: ProgressGenerator[T], desc: str, quiet: bool = False) ->
             if bar is None or bar.desc != label:
                 if bar is not None:
                     bar.close()
-                bar = tqdm(total=event.total, desc=label, unit="frame",
+                bar = tqdm(total=event.total, desc=label, unit="frame", disable=None,
                            file=sys.stderr, dynamic_ncols=True)
             bar.n = event.done
             bar.refresh()
