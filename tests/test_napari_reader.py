@@ -17,6 +17,8 @@ def test_viewer_open_gives_lazy_layer(make_napari_viewer, real_clip):
     assert layer.data.shape == (169, 412, 410, 3) and layer.rgb
     meta = layer.metadata["diffslva"]
     assert meta["source"]["rate"] == "25/1" and meta["source"]["frames"] == 169
+    assert meta["source"]["timestamps"][:3] == [0.0, 0.04, 0.08]
+    assert len(meta["timing"]["pts"]) == 169
     assert "face_talking" not in str(meta)  # content hash, not the name
     viewer.dims.set_current_step(0, 120)
     shown = np.asarray(layer._slice.image.raw)

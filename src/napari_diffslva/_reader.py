@@ -44,5 +44,6 @@ def video_layer_kwargs(info, name: str = "original") -> dict[str, Any]:
         "name": name,
         "rgb": True,
         "contrast_limits": (0, 255),
-        "metadata": {"diffslva": {"source": info.to_dict(), "timing": info.timing.to_dict()}},
+        "metadata": {"diffslva": {"source": info.to_dict(with_timestamps=True),
+                                  "timing": info.timing.to_dict()}},
     }
