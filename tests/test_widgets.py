@@ -213,8 +213,6 @@ def fake_run(clip, prepared_dir, tmp_path):
 
 def test_audit_flags_a_copy_and_reviews_side_by_side(make_napari_viewer, qtbot, clip,
                                                       fake_run):
-    from qtpy.QtCore import QThreadPool
-    QThreadPool.globalInstance().setStackSize(64 << 20)  # PROBE
     from napari_diffslva._qt.audit_widget import AuditWidget
 
     viewer = make_napari_viewer()

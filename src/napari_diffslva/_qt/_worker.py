@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from qtpy.QtCore import QThreadPool
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
 from ..errors import DiffslvaError
@@ -113,14 +114,23 @@ class BackgroundJob:
         self.running = True
         self._pending: deque[tuple[str, Any]] = deque()
         self._draining = False
+        self._returned = False
         self.pbar = progress(total=0, desc=description)
         self.worker = create_worker(
-            _drive, make_generator, self._stop,
+            _drive, make_generator, self._stop, _start_thread=False,
             _connect={"yielded": partial(self._queue, "yielded"),
                       "returned": partial(self._queue, "returned"),
+                      "aborted": partial(self._queue, "returned", CANCELLED),
                       "errored": partial(self._queue, "errored"),
                       "finished": partial(self._queue, "finished")},
         )
+        # A thread of its own per job, never a reused pool thread: dlib's Python bindings
+        # keep a pointer to the thread's Python state, which a pooled thread drops between
+        # jobs; the next dlib call on that thread then crashes the process (seen in tests).
+        self._pool = QThreadPool()
+        self._pool.setMaxThreadCount(1)
+        self._pool.setExpiryTimeout(0)
+        self._pool.start(self.worker)
 
     def cancel(self) -> None:
         """Ask the run to stop after the frame in progress."""
@@ -157,7 +167,10 @@ class BackgroundJob:
             self._on_event(event)
 
     def _handle_returned(self, value: Any) -> None:
-        if value is CANCELLED:
+        if self._returned:
+            return
+        self._returned = True
+        if value is CANCELLED or self.worker.abort_requested:
             if self._status is not None:
                 self._status.setText("Cancelled; finished frames are kept in the run folder.")
             if self._on_cancelled is not None:

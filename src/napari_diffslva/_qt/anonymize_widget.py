@@ -90,6 +90,10 @@ class AnonymizeWidget(QWidget):
         self.prompt.setEditable(True)
         self.prompt.addItems(PROMPT_PRESETS)
         self.prompt.setToolTip("who the signer becomes; pick an example or type your own")
+        # sized by a few words, not by the longest preset: the dock leaves room for the video
+        self.prompt.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.prompt.setMinimumContentsLength(16)
         self.negative_prompt = QLineEdit(DEFAULT_NEGATIVE_PROMPT)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)

@@ -34,7 +34,7 @@ from ._worker import BackgroundJob, PathRow, notify_error
 if TYPE_CHECKING:
     import napari
 
-_PLOT_WIDTH = 420
+_PLOT_WIDTH = 360
 
 
 class _RunFrames:
