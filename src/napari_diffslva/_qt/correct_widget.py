@@ -46,7 +46,7 @@ ACTIONS = (
      "move/resize the other boxes of the range the same way as the last edited box"),
     ("Alt-Shift-N", "No face", "mark_no_face", "no face on this frame (or the range)"),
     ("Alt-Shift-O", "Face occluded", "mark_occluded",
-     "the face is hidden (e.g. by a hand): keep the original pixels there"),
+     "the face is hidden (e.g. by a hand): no new face is blended over it"),
     ("Alt-Shift-F", "Face OK", "mark_face", "confirm the box of this frame (or the range)"),
     ("Alt-Shift-A", "Anchor = this frame", "set_anchor",
      "the anchor frame every frame takes its look from"),
