@@ -67,3 +67,16 @@ def tiny_models_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-models")
     build_tiny_models(folder)
     return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_models_per_module():
+    """Forget models cached by ``load_models`` after each test module: some tests swap
+    attention processors or wrap the UNet, and comparisons with freshly loaded models
+    (dask workers, resumed runs) must not depend on which module ran before."""
+    yield
+    import sys
+
+    models = sys.modules.get("napari_diffslva.engine.models")
+    if models is not None:
+        models.clear_model_cache()

@@ -19,6 +19,7 @@ def drive_with_bar(gen: ProgressGenerator[T], desc: str, quiet: bool = False) ->
     from tqdm import tqdm
 
     bar = None
+    bar_label = None
     try:
         while True:
             try:
@@ -28,13 +29,14 @@ def drive_with_bar(gen: ProgressGenerator[T], desc: str, quiet: bool = False) ->
             if quiet:
                 continue
             label = desc if event.stage == desc else f"{desc}: {event.stage}"
-            if bar is None or bar.desc != label:
+            if bar is None or bar_label != label:
                 if bar is not None:
                     bar.close()
+                # disable=None: no bar when stderr is not a terminal (logs, CI, batch jobs)
                 bar = tqdm(total=event.total, desc=label, unit="frame", disable=None,
                            file=sys.stderr, dynamic_ncols=True)
-            bar.n = event.done
-            bar.refresh()
+                bar_label = label
+            bar.update(event.done - bar.n)
     finally:
         if bar is not None:
             bar.close()
