@@ -80,3 +80,24 @@ def _fresh_models_per_module():
     models = sys.modules.get("napari_diffslva.engine.models")
     if models is not None:
         models.clear_model_cache()
+
+
+@pytest.fixture(scope="session")
+def clip_head(real_clip, tmp_path_factory):
+    """``clip_head("sl_soup.mp4", 6)`` -> a file holding the first 6 frames of that real
+    clip at its rate (made once per session); ``filename=`` names the file."""
+    from napari_diffslva.export import write_video
+    from napari_diffslva.video import probe, read_frames
+
+    made: dict[tuple[str, int, str | None], Path] = {}
+
+    def get(name: str, frames: int, filename: str | None = None) -> Path:
+        key = (name, frames, filename)
+        if key not in made:
+            src = real_clip(name)
+            folder = tmp_path_factory.mktemp("clip")
+            path = folder / (filename or f"{Path(name).stem}_{frames}.mp4")
+            made[key] = write_video(read_frames(src, 0, frames), path, rate=probe(src).rate)
+        return made[key]
+
+    return get

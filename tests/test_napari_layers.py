@@ -6,23 +6,19 @@ import numpy as np
 import pytest
 
 from napari_diffslva import napari_layers as nl
-from napari_diffslva.export import write_video
 from napari_diffslva.prepare.faces import EDITED, LOST
 from napari_diffslva.prepare.flow import flow_to_rgb, flow_vectors
 from napari_diffslva.prepare.pipeline import PrepareSettings, open_prepared, prepare_clip
 from napari_diffslva.progress import run_to_end
-from napari_diffslva.video import probe, read_frames
+from napari_diffslva.video import read_frames
 
 SETTINGS = PrepareSettings(short_side=64)
 
 
 @pytest.fixture(scope="module")
-def clip(real_clip, tmp_path_factory):
+def clip(clip_head):
     """The first 6 frames of a real ASL clip as their own file (320x240, face visible)."""
-    src = real_clip("asl_house.gif")
-    path = tmp_path_factory.mktemp("clip") / "house6.mp4"
-    write_video(read_frames(src, 0, 6), path, rate=probe(src).rate)
-    return path
+    return clip_head("asl_house.gif", 6)
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,16 @@ import pytest
 
 from napari_diffslva.cli import main
 from napari_diffslva.errors import DiffslvaError, SettingsError
-from napari_diffslva.export import write_video
 from napari_diffslva.prepare.pipeline import PrepareSettings, open_prepared, prepare_clip
 from napari_diffslva.progress import run_to_end
-from napari_diffslva.video import probe, read_frames
 
 SMALL = PrepareSettings(short_side=128)
 
 
 @pytest.fixture(scope="module")
-def clip(real_clip, tmp_path_factory):
+def clip(clip_head):
     """The first 8 frames of a real signing clip, as its own file."""
-    src = real_clip("sl_soup.mp4")
-    path = tmp_path_factory.mktemp("clip") / "soup8.mp4"
-    write_video(read_frames(src, 0, 8), path, rate=probe(src).rate)
-    return path
+    return clip_head("sl_soup.mp4", 8)
 
 
 def test_prepare_caches_everything_and_reopens_instantly(clip, tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ import pytest
 
 from napari_diffslva._qt._session import ANONYMIZED, ORIGINAL, session_for
 from napari_diffslva._qt.prepare_widget import PrepareWidget
-from napari_diffslva.export import write_video
 from napari_diffslva.prepare.faces import EDITED, LOST
 from napari_diffslva.prepare.pipeline import PrepareSettings, prepare_clip
 from napari_diffslva.progress import run_to_end
@@ -21,12 +20,9 @@ WAIT = 120_000  # ms; the machine is shared, keep generous
 
 
 @pytest.fixture(scope="module")
-def clip(real_clip, tmp_path_factory):
+def clip(clip_head):
     """The first 6 frames of a real ASL clip (320x240, 25 fps) as their own file."""
-    src = real_clip("asl_house.gif")
-    path = tmp_path_factory.mktemp("clip") / "signer.mp4"
-    write_video(read_frames(src, 0, 6), path, rate=probe(src).rate)
-    return path
+    return clip_head("asl_house.gif", 6, "signer.mp4")
 
 
 @pytest.fixture(scope="module")
