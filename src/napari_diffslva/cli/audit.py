@@ -2,7 +2,8 @@
 
 Measures identity (face embedding distance, leaks), grammatical facial expression,
 hands/body (edge F-score, SSIM) and temporal consistency; ``--report DIR`` writes
-``audit.json``, PNG plots and a self-contained ``report.html``.
+``audit.json``, PNG plots and a self-contained ``report.html``. With ``--fail-on-leak``
+the exit code is 3 when any frame leaks identity.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JSON list, one entry per frame, of [x0, y0, x1, y1] hand boxes in "
                         "pixels (adds hand-region SSIM)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--fail-on-leak", action="store_true",
+                   help="exit with code 3 when any frame is still recognisable (for scripts "
+                        "that must not release a clip that leaks identity)")
     p.set_defaults(func=run)
 
 
@@ -64,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
         data["report"] = str(written["html"])
     if args.json:
         print_json(data)
-        return 0
-    _print_summary(data)
-    return 0
+    else:
+        _print_summary(data)
+    leaks = data["identity"]["leak_frames"]
+    return 3 if args.fail_on_leak and leaks else 0
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
