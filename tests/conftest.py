@@ -101,3 +101,12 @@ def clip_head(real_clip, tmp_path_factory):
         return made[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def models(tiny):
+    """The tiny models loaded through the real loader, for a module that defines ``tiny``
+    (its :class:`~napari_diffslva.engine.settings.EngineSettings`)."""
+    from napari_diffslva.engine.models import load_models
+
+    return load_models(tiny)

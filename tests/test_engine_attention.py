@@ -17,13 +17,6 @@ def tiny(tiny_models_dir):
 
 
 @pytest.fixture(scope="module")
-def models(tiny):
-    from napari_diffslva.engine.models import load_models
-
-    return load_models(tiny)
-
-
-@pytest.fixture(scope="module")
 def frames(real_clip):
     """Three frames of a real signing clip at 64x64, with simple soft edges."""
     import cv2

@@ -20,13 +20,6 @@ def tiny(tiny_models_dir):
     return tiny_settings(tiny_models_dir, steps=10, adain_range=(0.7, 1.0))
 
 
-@pytest.fixture(scope="module")
-def models(tiny):
-    from napari_diffslva.engine.models import load_models
-
-    return load_models(tiny)
-
-
 def _inputs(real_clip, name: str, start: int, stop: int):
     """Frames of a real clip at 64x64 with Canny edges: one camera's view."""
     import cv2

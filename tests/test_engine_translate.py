@@ -17,13 +17,6 @@ def tiny(tiny_models_dir):
     return tiny_settings(tiny_models_dir, steps=10)
 
 
-@pytest.fixture(scope="module")
-def models(tiny):
-    from napari_diffslva.engine.models import load_models
-
-    return load_models(tiny)
-
-
 def _clip(real_clip, name, hw, start, stop, every=1):
     import cv2
 

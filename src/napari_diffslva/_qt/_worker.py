@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QThreadPool
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import DiffslvaError
 from ..progress import Progress
@@ -189,6 +198,23 @@ class BackgroundJob:
         if self._on_finished is not None:
             self._on_finished()
         self.running = False
+
+
+def stack_layout(widget: QWidget, form: QLayout, buttons: list[QWidget],
+                 below: list[QWidget], stretch: bool = True) -> QVBoxLayout:
+    """The layout every dock widget shares: settings form, a row of buttons, then
+    ``below`` (status text, plots) top to bottom."""
+    row = QHBoxLayout()
+    for button in buttons:
+        row.addWidget(button)
+    layout = QVBoxLayout(widget)
+    layout.addLayout(form)
+    layout.addLayout(row)
+    for item in below:
+        layout.addWidget(item)
+    if stretch:
+        layout.addStretch(1)
+    return layout
 
 
 class PathRow(QWidget):

@@ -16,17 +16,15 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from ._session import ANONYMIZED, layer_by_role, put_layer, session_for
-from ._worker import BackgroundJob, notify_error
+from ._worker import BackgroundJob, notify_error, stack_layout
 
 if TYPE_CHECKING:
     import napari
@@ -139,14 +137,8 @@ class AnonymizeWidget(QWidget):
         form.addRow("Model", self.model)
         form.addRow("ControlNet", self.controlnet)
         form.addRow("", self.offline)
-        buttons = QHBoxLayout()
-        for b in (self.run_button, self.resume_button, self.cancel_button):
-            buttons.addWidget(b)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        stack_layout(self, form, [self.run_button, self.resume_button, self.cancel_button],
+                     [self.status])
 
         self.run_button.clicked.connect(lambda: self.run(resume=False))
         self.resume_button.clicked.connect(lambda: self.run(resume=True))

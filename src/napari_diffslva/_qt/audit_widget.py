@@ -17,19 +17,17 @@ from qtpy.QtGui import QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..errors import SettingsError
 from ._session import ANONYMIZED, ORIGINAL, layer_by_role, session_for
-from ._worker import BackgroundJob, PathRow, notify_error
+from ._worker import BackgroundJob, PathRow, notify_error, stack_layout
 
 if TYPE_CHECKING:
     import napari
@@ -114,18 +112,9 @@ class AuditWidget(QWidget):
         form.addRow("Every n-th frame", self.stride)
         form.addRow("At most", self.max_frames)
         form.addRow("Report", self.report_dir)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.side_by_side)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.identity_plot)
-        layout.addWidget(self.flags_plot)
-        layout.addWidget(QLabel("Flagged frames"))
-        layout.addWidget(self.flag_list)
+        stack_layout(self, form, [self.run_button, self.cancel_button],
+                     [self.side_by_side, self.summary, self.identity_plot, self.flags_plot,
+                      QLabel("Flagged frames"), self.flag_list], stretch=False)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.side_by_side.toggled.connect(self.show_side_by_side)

@@ -15,16 +15,14 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtWidgets import (
     QCheckBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..errors import SettingsError
 from ._session import session_for
-from ._worker import BackgroundJob, PathRow, notify_error
+from ._worker import BackgroundJob, PathRow, notify_error, stack_layout
 
 if TYPE_CHECKING:
     import napari
@@ -62,14 +60,7 @@ class ExportWidget(QWidget):
         form.addRow("", self.with_side_by_side)
         form.addRow("Comparison", self.side_by_side)
         form.addRow("", self.overwrite)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.export_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        stack_layout(self, form, [self.export_button, self.cancel_button], [self.status])
         self.export_button.clicked.connect(self.export)
         self.cancel_button.clicked.connect(self.cancel)
         self.session.frames_changed.connect(

@@ -16,18 +16,16 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from .. import napari_layers as nl
 from ..errors import SettingsError
 from ._session import ANONYMIZED, ORIGINAL, layer_by_role, put_layer, session_for
-from ._worker import BackgroundJob, PathRow
+from ._worker import BackgroundJob, PathRow, stack_layout
 
 if TYPE_CHECKING:
     import napari
@@ -150,14 +148,8 @@ class PrepareWidget(QWidget):
         form.addRow("Flow", self.flow)
         form.addRow("Short side", self.short_side)
         form.addRow("", self.vectors)
-        buttons = QHBoxLayout()
-        for b in (self.prepare_button, self.open_button, self.cancel_button):
-            buttons.addWidget(b)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        stack_layout(self, form, [self.prepare_button, self.open_button, self.cancel_button],
+                     [self.status])
 
         self.prepare_button.clicked.connect(self.prepare)
         self.open_button.clicked.connect(self.open_run)
