@@ -12,7 +12,7 @@ _VALUE_FLAGS = {
     "prompt": str, "negative_prompt": str, "model": str, "controlnet": str, "steps": int,
     "strength": float, "guidance": float, "control_scale": float, "seed": int, "anchor": int,
     "device": str, "dtype": str, "short_side": int, "edges": str, "face_module": str,
-    "face_weights": str, "hed_weights": str,
+    "face_weights": str, "hed_weights": str, "stage2_noise": str,
 }
 _SWITCHES = {  # flag -> (settings key, value when given)
     "offline": ("offline", True), "cpu_offload": ("cpu_offload", True),
@@ -54,6 +54,9 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cross-frame-attention", action="store_true", help="ablation")
     g.add_argument("--no-fusion", action="store_true", help="ablation: no flow-guided fusion")
     g.add_argument("--no-adain", action="store_true", help="ablation: no AdaIN colour fix")
+    g.add_argument("--stage2-noise", choices=["model", "fresh"],
+                   help="noise of the fusion reference: the model's own estimate (model, "
+                   "default) or fresh noise as in Rerender-A-Video (fresh)")
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:

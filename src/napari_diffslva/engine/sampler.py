@@ -15,15 +15,23 @@ Stage 2 (pixel-aware fusion) needs a second pass. The first pass gives a direct 
 the generated anchor and previous outputs, warped into this frame, are blended over it by
 their occlusion masks (eq. 10). That reference is encoded fidelity-oriented
 (``x_ref = z + (1 - mask)(z - E(D(z)))``) and blended into the DDIM update of the second
-pass on ``stage2_range`` with weight ``w = stage2_weight * m``::
+pass on ``stage2_range`` with weight ``w = stage2_weight * m`` (eq. 11,
+``x_prev <- (1 - w) x_prev + w q(x_ref, t_prev)``). Which noise ``q`` adds is
+``stage2_noise``:
 
-    x_prev = sqrt(abar_prev) ((1 - w) x0 + w x_ref) + sqrt(1 - abar_prev) (r eps + w n)
+- ``"model"`` (default): the model's own noise estimate ``eps``, DDIM's deterministic
+  forward, so ``x_prev = sqrt(abar_prev) ((1 - w) x0 + w x_ref) + sqrt(1 - abar_prev) eps``.
+  No foreign noise enters the latent, so the frame keeps the noise it shares with the
+  anchor and every other frame (the clip's fixed noise) and nothing new is invented.
+- ``"fresh"`` (Rerender-A-Video's code): new noise ``n`` each step, the same sequence for
+  every frame (seeded), and the model's noise direction rescaled by
+  ``r = max(1 - w, 0.9 sqrt(1 - w^2))`` so the sum of two independent noises keeps about
+  unit variance: ``... + sqrt(1 - abar_prev) (r eps + w n)``.
 
-where ``n`` is a second fixed noise (so ``w x_ref + w n`` is ``w q(x_ref, t_prev)``) and
-``r = max(1 - w, 0.9 sqrt(1 - w^2))`` rescales the model's noise direction so the sum of
-two independent noises keeps (about) unit variance. Cross-frame attention reads the
-anchor's and previous frame's cached states in both passes; this frame's states are
-recorded in its last pass and become the next frame's "previous".
+With a toy denoiser that invents per-frame detail, "model" halves the flow-warping error
+that "fresh" leaves (docs/performance.md). Cross-frame attention reads the anchor's and
+previous frame's cached states in both passes; this frame's states are recorded in its
+last pass and become the next frame's "previous".
 """
 
 from __future__ import annotations
@@ -144,7 +152,6 @@ class FrameSampler:
         gen = torch.Generator().manual_seed(settings.seed)
         shape = (1, models.unet.config.in_channels, *self.latent_hw)
         self.noise = torch.randn(shape, generator=gen).to(models.device, models.dtype)
-        self.ref_noise = torch.randn(shape, generator=gen).to(models.device, models.dtype)
 
     # -- public ---------------------------------------------------------------------------
     def translate_anchor(self, image: np.ndarray, control: np.ndarray,
@@ -226,6 +233,7 @@ class FrameSampler:
 
         s, m = self.settings, self.models
         start = s.start_step
+        fresh = torch.Generator().manual_seed(s.seed + 1)  # "fresh" stage-2 noise, per pass
         with torch.no_grad():
             z = m.encode_image(m.rgb_to_tensor(image))
             x = math.sqrt(self.abar[start]) * z + math.sqrt(1 - self.abar[start]) * self.noise
@@ -246,9 +254,12 @@ class FrameSampler:
                 noise_dir = eps
                 if guidance.x_ref is not None and s.in_range("stage2_range", step):
                     w = guidance.stage2_weight
-                    rescale = torch.maximum(1 - w, STAGE2_NOISE_DAMPING * torch.sqrt(1 - w * w))
                     x0 = (1 - w) * x0 + w * guidance.x_ref
-                    noise_dir = rescale * eps + w * self.ref_noise
+                    if s.stage2_noise == "fresh":
+                        n = torch.randn(x.shape, generator=fresh).to(m.device, m.dtype)
+                        rescale = torch.maximum(1 - w,
+                                                STAGE2_NOISE_DAMPING * torch.sqrt(1 - w * w))
+                        noise_dir = rescale * eps + w * n
                 x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * noise_dir
         return x
 

@@ -24,6 +24,7 @@ DEFAULT_NEGATIVE_PROMPT = (
 LAYER_PRESETS = ("up", "up-loose")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+STAGE2_NOISES = ("model", "fresh")
 RANGE_FIELDS = ("stage1_range", "stage2_range", "adain_range")
 # Settings that change how a run executes but not one bit of its frames on a given device.
 EXECUTION_ONLY = ("offline", "cpu_offload")
@@ -48,6 +49,7 @@ class EngineSettings:
     stage1_range: tuple[float, float] = (0.0, 0.1)
     stage2_range: tuple[float, float] = (0.5, 0.8)
     stage2_weight: float = 0.5
+    stage2_noise: str = "model"  # noise of q(x_ref, t): the model's own estimate, or fresh
     fidelity_threshold: float = 0.25
     adain: bool = True
     adain_range: tuple[float, float] = (0.8, 1.0)
@@ -91,6 +93,8 @@ class EngineSettings:
                 raise bad(name, "must be two fractions 0 <= lo <= hi <= 1")
         if not 0.0 <= self.stage2_weight <= 1.0:
             raise bad("stage2_weight", "must be in [0, 1]")
+        if self.stage2_noise not in STAGE2_NOISES:
+            raise bad("stage2_noise", f"use one of {STAGE2_NOISES}")
         if not self.fidelity_threshold > 0.0:
             raise bad("fidelity_threshold", "must be > 0")
         layers = self.cross_frame_layers
