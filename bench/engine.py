@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/engine.py                 # tiny models, a few minutes on 2 cores
     .venv/bin/python bench/engine.py --real-size     # + SD1.5-size UNet/ControlNet at 256x256
-    .venv/bin/python bench/engine.py --toy-denoiser  # only the flicker ablation, toy denoiser
+    .venv/bin/python bench/engine.py --flicker-only  # only the flicker ablation (a minute)
 
 Tiny random-weight models (see engine/tiny.py) measure the engine's own overhead, not the
 quality of a translation. Results go to stdout as JSON lines; docs/performance.md quotes them.
@@ -53,126 +53,69 @@ def run_tiny(n: int, folder: Path, **overrides) -> dict:
     return {"frames": n, **stats.to_dict(), "state_file_bytes": state_bytes}
 
 
-def flicker(folder: Path) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from napari_diffslva.engine.models import load_models
-    from napari_diffslva.engine.tiny import tiny_settings
-    from napari_diffslva.engine.translate import translate_clip
-    from napari_diffslva.progress import run_to_end
-    from test_engine_translate import _warping_error
-
-    inputs = clip(10, (64, 128))
-    out = {}
-    for name, changes in {"on": {}, "off": {"cross_frame_attention": False, "fusion": False}
-                          }.items():
-        settings = tiny_settings(folder / "tiny", **changes)
-        events = []
-        run_to_end(translate_clip(inputs, load_models(settings), settings), events.append)
-        frames = dict(e.payload for e in events)
-        out[name] = _warping_error([frames[i] for i in range(inputs.num_frames)], inputs)
-    out["input"] = _warping_error([inputs.frame(i) for i in range(inputs.num_frames)], inputs)
-    return out
-
-
-class ToyDenoiser:
-    """A stand-in for UNet + ControlNet that removes noise and invents per-frame detail.
-
-    The exact MMSE denoiser of the prior ``x0 = mu_f + v b``, ``b = +-1`` per latent element
-    with ``P(b = +1) = sigmoid(beta h_f)``: ``mu_f`` is the control image (the frame's grey
-    levels, fed as the control) at latent size, ``h_f`` a random texture fixed per frame
-    (seeded by a hash of its control image). Its x0 depends on ``x_t`` and it commits to
-    detail at mid noise, as SD does; it has no attention, so cross-frame attention does
-    nothing to it, and it says nothing about image quality.
-    """
-
-    def __init__(self, unet, scheduler, v: float = 0.3, beta: float = 2.0) -> None:
-        self.unet, self.abar = unet, scheduler.alphas_cumprod.double()
-        self.v, self.beta = v, beta
-        self.priors: dict[str, tuple] = {}
-        self.current: tuple | None = None
-
-    def __getattr__(self, name):  # config, attn_processors, set_attn_processor ...
-        return getattr(self.__dict__["unet"], name)
-
-    def controlnet(self, x, t, *, controlnet_cond, **kwargs):
-        import hashlib
-
-        import torch
-        import torch.nn.functional as F
-
-        grey = controlnet_cond[:1, :1].float()
-        key = hashlib.sha256(grey.cpu().numpy().tobytes()).hexdigest()
-        if key not in self.priors:
-            mu = (F.avg_pool2d(grey, 8) * 2 - 1).expand(1, 3, -1, -1)
-            mu = torch.cat([mu, torch.zeros_like(mu[:, :1])], 1)
-            gen = torch.Generator().manual_seed(int(key[:8], 16))
-            self.priors[key] = (mu, torch.randn(mu.shape, generator=gen))
-        self.current = self.priors[key]
-        return None, None
-
-    def __call__(self, x, t, **kwargs):
-        import math
-
-        import torch
-
-        a = float(self.abar[int(t)])
-        mu, h = (u.to(x) for u in self.current)
-        logit = self.beta * h / 2 + self.v * math.sqrt(a) * (x - math.sqrt(a) * mu) / (1 - a)
-        x0 = mu + self.v * torch.tanh(logit)
-        return ((x - math.sqrt(a) * x0) / math.sqrt(1 - a),)
-
-
 class _ZeroFlow:
-    """Engine inputs whose flows are all zero and unoccluded (fusion without motion)."""
+    """Engine inputs whose flows are all zero (fusion that ignores motion), with the real
+    occlusion masks or none."""
 
-    def __init__(self, inputs) -> None:
+    def __init__(self, inputs, keep_occlusion: bool) -> None:
         self.inputs, self.num_frames = inputs, inputs.num_frames
-        self.content_hash = inputs.content_hash + "-zero-flow"
+        self.keep_occlusion = keep_occlusion
+        self.content_hash = f"{inputs.content_hash}-zero-flow-{keep_occlusion}"
         self.frame, self.control = inputs.frame, inputs.control
 
     def flow(self, i: int, j: int):
         from napari_diffslva.prepare.flow import PairFlow
 
-        return PairFlow.identity(self.inputs.frame(i).shape[:2])
+        if not self.keep_occlusion:
+            return PairFlow.identity(self.inputs.frame(i).shape[:2])
+        pair = self.inputs.flow(i, j)
+        return PairFlow(np.zeros_like(pair.flow), pair.occlusion, pair.occlusion_raw)
 
 
-def toy_flicker(folder: Path, name="asl_different.gif", start=10, stop=26, every=2,
-                hw=(128, 128)) -> dict:
-    """Flow-warping error with the toy denoiser: fusion on / off / zero flow / weight 0."""
-    import dataclasses
+FLICKER_CLIPS = (  # name, first frame, take every n-th, size: 8 frames each
+    ("asl_different.gif", 10, 2, 128), ("asl_house.gif", 20, 2, 128), ("sl_soup.mp4", 10, 2, 128),
+    ("face_talking.mp4", 40, 2, 128), ("asl_different.gif", 10, 4, 256),
+    ("asl_selfie_webcam.mp4", 10, 3, 256),
+)
+BOTH_OFF = {"cross_frame_attention": False, "fusion": False}
 
-    import cv2
 
+def flicker_table(folder: Path) -> list[dict]:
+    """Flow-warping error of consecutive outputs (0-255) on 8 frames of real clips, default
+    schedule: the toy denoiser of tests/toy_denoiser.py under the ablations, and the random
+    tiny UNet for the record."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from napari_diffslva.engine.models import load_models
     from napari_diffslva.engine.tiny import tiny_settings
-    from napari_diffslva.engine.translate import InMemoryInputs, translate_clip
-    from napari_diffslva.progress import run_to_end
-    from napari_diffslva.video import read_frames
-    from test_engine_translate import _warping_error
+    from toy_denoiser import flicker, toy_inputs, toy_models, translated_frames
 
-    frames = read_frames(DATA / name, start, stop)[::every]
-    small = np.stack([cv2.resize(f, hw[::-1], interpolation=cv2.INTER_AREA) for f in frames])
-    grey = np.stack([cv2.GaussianBlur(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (3, 3), 0)
-                     for f in small]) / np.float32(255)
-    inputs = InMemoryInputs(small, grey.astype(np.float32))
     settings = tiny_settings(folder / "tiny")
-    models = load_models(settings)
-    toy = ToyDenoiser(models.unet, models.scheduler)
-    models = dataclasses.replace(models, unet=toy, controlnet=toy.controlnet)
-    out = {"clip": f"{name} {start}-{stop - 1} every {every}, {hw[0]}x{hw[1]}",
-           "input": _warping_error([inputs.frame(i) for i in range(inputs.num_frames)], inputs)}
-    for label, changes, source in (
-        ("on", {}, inputs),
-        ("off", {"cross_frame_attention": False, "fusion": False}, inputs),
-        ("zero_flow", {}, _ZeroFlow(inputs)),
-        ("stage2_weight_0", {"stage2_weight": 0.0}, inputs),
-    ):
-        events = []
-        run_to_end(translate_clip(source, models, settings.replace(**changes)), events.append)
-        result = dict(e.payload for e in events)
-        out[label] = _warping_error([result[i] for i in range(inputs.num_frames)], inputs)
-    return out
+    random_models = load_models(settings)
+    rows = []
+    for name, start, every, size in FLICKER_CLIPS:
+        inputs = toy_inputs(DATA / name, start, every=every, size=size)
+        toy = toy_models(random_models)
+        motion = np.mean([np.abs(inputs.flow(i, i - 1).flow).mean()
+                          for i in range(1, inputs.num_frames)])
+        row = {"clip": f"{name} {start}-{start + 7 * every} every {every}, {size}x{size}",
+               "mean_abs_flow_px": round(float(motion), 2),
+               "input": flicker([inputs.frame(i) for i in range(inputs.num_frames)], inputs)}
+        for label, models, source, changes in (
+            ("toy_off", toy, inputs, BOTH_OFF),
+            ("toy_attention_only", toy, inputs, {"fusion": False}),
+            ("toy_fusion_only", toy, inputs, {"cross_frame_attention": False}),
+            ("toy_on", toy, inputs, {}),
+            ("toy_on_fresh_noise", toy, inputs, {"stage2_noise": "fresh"}),
+            ("toy_on_zero_flow", toy, _ZeroFlow(inputs, keep_occlusion=True), {}),
+            ("toy_on_zero_flow_no_occlusion", toy, _ZeroFlow(inputs, keep_occlusion=False), {}),
+            ("random_unet_off", random_models, inputs, BOTH_OFF),
+            ("random_unet_on", random_models, inputs, {}),
+        ):
+            outputs = translated_frames(source, models, settings.replace(**changes))
+            row[label] = round(flicker(outputs, inputs), 2)
+        row["input"] = round(row["input"], 2)
+        rows.append(row)
+    return rows
 
 
 def sd15_cache_bytes(hw=(512, 512), steps=20, strength=0.75, bytes_per=2) -> dict:
@@ -221,8 +164,8 @@ def real_size(hw=(256, 256)) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--real-size", action="store_true")
-    parser.add_argument("--toy-denoiser", action="store_true",
-                        help="only the flicker ablation with the toy denoiser (seconds)")
+    parser.add_argument("--flicker-only", action="store_true",
+                        help="only the flicker ablation on real clips (about a minute)")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
@@ -233,9 +176,10 @@ def main() -> None:
     if args.memory_child:
         print(json.dumps(run_tiny(args.memory_child, Path(args.folder))))
         return
-    if args.toy_denoiser:
+    if args.flicker_only:
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps({"flicker_toy_denoiser": toy_flicker(Path(tmp))}), flush=True)
+            for row in flicker_table(Path(tmp)):
+                print(json.dumps({"flicker": row}), flush=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -247,7 +191,8 @@ def main() -> None:
             row = json.loads(out)
             print(json.dumps({"memory_vs_length": {k: row[k] for k in (
                 "frames", "peak_memory_mb", "seconds_per_frame", "cache_bytes")}}), flush=True)
-        print(json.dumps({"flicker_tiny_64x128": flicker(folder)}), flush=True)
+        for row in flicker_table(folder):
+            print(json.dumps({"flicker": row}), flush=True)
     print(json.dumps({"sd15_state_512": sd15_cache_bytes()}), flush=True)
     if args.real_size:
         print(json.dumps({"real_size_step": real_size()}), flush=True)

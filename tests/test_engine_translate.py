@@ -149,31 +149,6 @@ def test_pixel_aware_fusion_pulls_a_frame_toward_its_warped_reference(models, ti
     assert direct > 20 and fused < 4
 
 
-def _flicker(outputs, inputs) -> float:
-    """Mean flow-warping error of consecutive output frames, as the audit measures it (the
-    input pair's flow and occlusion; 0-255 grey levels)."""
-    from napari_diffslva.audit.temporal import warp_errors
-
-    return float(np.mean([
-        warp_errors(inputs.frame(i - 1), inputs.frame(i), outputs[i - 1], outputs[i])[1]
-        for i in range(1, len(outputs))
-    ]))
-
-
-def _toy_inputs(real_clip, name, start):
-    """Eight frames (every second one) of a real clip at 128x128; the control image is the
-    blurred grey frame, which the toy denoiser reads as its "ControlNet" input."""
-    import cv2
-
-    from napari_diffslva.engine.translate import InMemoryInputs
-    from napari_diffslva.video import read_frames
-
-    frames = read_frames(real_clip(name), start, start + 16)[::2]
-    small = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in frames])
-    grey = [cv2.GaussianBlur(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (3, 3), 0) for f in small]
-    return InMemoryInputs(small, np.stack(grey).astype(np.float32) / 255)
-
-
 @pytest.mark.parametrize("name,start", [("asl_different.gif", 10), ("asl_house.gif", 20),
                                         ("sl_soup.mp4", 10)])
 def test_cross_frame_attention_and_fusion_remove_flicker(models, tiny, real_clip, name, start):
@@ -182,25 +157,23 @@ def test_cross_frame_attention_and_fusion_remove_flicker(models, tiny, real_clip
     --no-cross-frame-attention / --no-fusion), default schedule (20 steps, strength 0.75).
 
     The denoiser is tests/toy_denoiser.py: it removes noise and invents detail of its own
-    in every frame, through a real self-attention layer, so "off" flickers as SD does; a
-    random UNet invents nothing to be made consistent (bench/engine.py has its figures)."""
-    from napari_diffslva.engine.translate import translate_clip
-    from toy_denoiser import toy_models
+    in every frame, through a real self-attention layer, so "off" flickers as SD does. A
+    random UNet removes no noise and does not leave a finished image alone, so fusion
+    cannot help it (bench/engine.py reports its figures for the record)."""
+    from toy_denoiser import flicker, toy_inputs, toy_models, translated_frames
 
-    inputs = _toy_inputs(real_clip, name, start)
+    inputs = toy_inputs(real_clip(name), start)
     toy = toy_models(models)
 
-    def flicker(**changes) -> float:
-        events = []
-        run_to_end(translate_clip(inputs, toy, tiny.replace(steps=20, **changes)), events.append)
-        result = dict(e.payload for e in events)
-        return _flicker([result[i] for i in range(inputs.num_frames)], inputs)
+    def output_flicker(**changes) -> float:
+        settings = tiny.replace(steps=20, **changes)
+        return flicker(translated_frames(inputs, toy, settings), inputs)
 
-    source = _flicker([inputs.frame(i) for i in range(inputs.num_frames)], inputs)
-    off = flicker(cross_frame_attention=False, fusion=False)
-    attention = flicker(fusion=False)
-    fusion = flicker(cross_frame_attention=False)
-    on = flicker()
+    source = flicker([inputs.frame(i) for i in range(inputs.num_frames)], inputs)
+    off = output_flicker(cross_frame_attention=False, fusion=False)
+    attention = output_flicker(fusion=False)
+    fusion = output_flicker(cross_frame_attention=False)
+    on = output_flicker()
     print(f"{name}: flow-warping error input {source:.2f}; outputs: both off {off:.2f}, "
           f"attention only {attention:.2f}, fusion only {fusion:.2f}, both on {on:.2f}")
     assert off > 3 * source  # there is flicker to remove

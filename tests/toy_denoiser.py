@@ -21,7 +21,8 @@ compare content (a Gaussian kernel, a bilateral filter), values carry ``r_f``. S
 attention gives a frame its own smoothed ``r_f``; cross-frame attention gives it the
 anchor's and the previous frame's, at the positions whose content matches.
 
-It says nothing about image quality. Use it through :func:`toy_models`.
+It says nothing about image quality. Use it through :func:`toy_models`, on clips from
+:func:`toy_inputs`, and score the outputs with :func:`flicker`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import hashlib
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -117,3 +119,41 @@ def toy_models(models):
     place of UNet and ControlNet."""
     toy = AttentiveToyDenoiser(models.scheduler)
     return dataclasses.replace(models, unet=toy, controlnet=toy.controlnet)
+
+
+def toy_inputs(path, start: int, frames: int = 8, every: int = 2, size: int = 128):
+    """``frames`` frames (every ``every``-th from ``start``) of a real clip at ``size``
+    squared, as engine inputs; the control image is the blurred grey frame, which the toy
+    reads as its "ControlNet" input."""
+    import cv2
+
+    from napari_diffslva.engine.translate import InMemoryInputs
+    from napari_diffslva.video import read_frames
+
+    clip = read_frames(path, start, start + frames * every)[::every]
+    small = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in clip])
+    grey = [cv2.GaussianBlur(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (3, 3), 0) for f in small]
+    return InMemoryInputs(small, np.stack(grey).astype(np.float32) / 255)
+
+
+def translated_frames(inputs, models, settings) -> list[np.ndarray]:
+    """Every frame of ``inputs`` translated by :func:`~napari_diffslva.engine.translate.
+    translate_clip` (no run folder), in frame order."""
+    from napari_diffslva.engine.translate import translate_clip
+    from napari_diffslva.progress import run_to_end
+
+    events = []
+    run_to_end(translate_clip(inputs, models, settings), events.append)
+    result = dict(e.payload for e in events)
+    return [result[i] for i in range(inputs.num_frames)]
+
+
+def flicker(outputs, inputs) -> float:
+    """Mean flow-warping error of consecutive output frames, as the audit measures it (the
+    input pair's flow and occlusion; 0-255 grey levels)."""
+    from napari_diffslva.audit.temporal import warp_errors
+
+    return float(np.mean([
+        warp_errors(inputs.frame(i - 1), inputs.frame(i), outputs[i - 1], outputs[i])[1]
+        for i in range(1, len(outputs))
+    ]))
