@@ -154,7 +154,8 @@ def test_pixel_aware_fusion_pulls_a_frame_toward_its_warped_reference(models, ti
 def test_cross_frame_attention_and_fusion_remove_flicker(models, tiny, real_clip, name, start):
     """The ablation of the issue on real clips: flow-warping error of consecutive outputs
     with cross-frame attention and fusion on, each alone, and both off (the CLI's
-    --no-cross-frame-attention / --no-fusion), default schedule (20 steps, strength 0.75).
+    --no-cross-frame-attention / --no-fusion), default schedule (20 steps, strength 0.75);
+    and both on with Rerender-A-Video's stage-2 noise (--stage2-noise fresh).
 
     The denoiser is tests/toy_denoiser.py: it removes noise and invents detail of its own
     in every frame, through a real self-attention layer, so "off" flickers as SD does. A
@@ -174,8 +175,11 @@ def test_cross_frame_attention_and_fusion_remove_flicker(models, tiny, real_clip
     attention = output_flicker(fusion=False)
     fusion = output_flicker(cross_frame_attention=False)
     on = output_flicker()
+    rerender = output_flicker(stage2_noise="fresh")
     print(f"{name}: flow-warping error input {source:.2f}; outputs: both off {off:.2f}, "
-          f"attention only {attention:.2f}, fusion only {fusion:.2f}, both on {on:.2f}")
+          f"attention only {attention:.2f}, fusion only {fusion:.2f}, both on {on:.2f} "
+          f"(with Rerender's fresh stage-2 noise {rerender:.2f})")
     assert off > 3 * source  # there is flicker to remove
     assert attention < 0.8 * off and fusion < 0.8 * off  # each mechanism removes some
     assert on < 0.5 * off and on < min(attention, fusion)  # together clearly more
+    assert rerender < 0.6 * off and on < rerender  # both noises work; the default does better
