@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/engine.py                 # tiny models, a few minutes on 2 cores
     .venv/bin/python bench/engine.py --real-size     # + SD1.5-size UNet/ControlNet at 256x256
-    .venv/bin/python bench/engine.py --flicker-only  # only the flicker ablation (a minute)
+    .venv/bin/python bench/engine.py --flicker-only  # only the flicker ablation (minutes)
 
 Tiny random-weight models (see engine/tiny.py) measure the engine's own overhead, not the
 quality of a translation. Results go to stdout as JSON lines; docs/performance.md quotes them.
@@ -99,7 +99,8 @@ def flicker_table(folder: Path) -> list[dict]:
                           for i in range(1, inputs.num_frames)])
         row = {"clip": f"{name} {start}-{start + 7 * every} every {every}, {size}x{size}",
                "mean_abs_flow_px": round(float(motion), 2),
-               "input": flicker([inputs.frame(i) for i in range(inputs.num_frames)], inputs)}
+               "input": round(flicker([inputs.frame(i) for i in range(inputs.num_frames)],
+                                      inputs), 2)}
         for label, models, source, changes in (
             ("toy_off", toy, inputs, BOTH_OFF),
             ("toy_attention_only", toy, inputs, {"fusion": False}),
@@ -113,7 +114,6 @@ def flicker_table(folder: Path) -> list[dict]:
         ):
             outputs = translated_frames(source, models, settings.replace(**changes))
             row[label] = round(flicker(outputs, inputs), 2)
-        row["input"] = round(row["input"], 2)
         rows.append(row)
     return rows
 
@@ -165,7 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--real-size", action="store_true")
     parser.add_argument("--flicker-only", action="store_true",
-                        help="only the flicker ablation on real clips (about a minute)")
+                        help="only the flicker ablation on real clips (2-4 minutes)")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)

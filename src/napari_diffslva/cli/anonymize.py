@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..engine.settings import STAGE2_NOISES
 from ._output import drive_with_bar, print_json
 
 # flag -> settings key, for flags whose value is passed through unchanged
@@ -54,7 +55,7 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cross-frame-attention", action="store_true", help="ablation")
     g.add_argument("--no-fusion", action="store_true", help="ablation: no flow-guided fusion")
     g.add_argument("--no-adain", action="store_true", help="ablation: no AdaIN colour fix")
-    g.add_argument("--stage2-noise", choices=["model", "fresh"],
+    g.add_argument("--stage2-noise", choices=STAGE2_NOISES,
                    help="noise of the fusion reference: the model's own estimate (model, "
                    "default) or fresh noise as in Rerender-A-Video (fresh)")
 
