@@ -25,7 +25,7 @@ from napari_diffslva.progress import run_to_end
 from napari_diffslva.video import read_frames
 
 REAL = Path(os.environ.get("NAPARI_DIFFSLVA_TEST_DATA",
-                           Path(__file__).resolve().parents[2] / "shared/data/real"))
+                           Path(__file__).resolve().parents[1] / "tests/data/real"))
 
 
 def blur_faces(frames: np.ndarray, boxes: np.ndarray, grow: float = 0.3) -> np.ndarray:

@@ -27,7 +27,7 @@ from napari_diffslva.progress import run_to_end
 from napari_diffslva.video import probe, read_frames
 
 REAL = Path(os.environ.get("NAPARI_DIFFSLVA_TEST_DATA",
-                           Path(__file__).resolve().parents[2] / "shared/data/real"))
+                           Path(__file__).resolve().parents[1] / "tests/data/real"))
 SOURCES = ("sl_soup.mp4", "asl_house.gif", "asl_different.gif", "asl_selfie_webcam.mp4",
            "face_talking.mp4")
 

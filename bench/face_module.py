@@ -33,7 +33,7 @@ from napari_diffslva.video import read_frames
 
 REAL = Path(
     os.environ.get(
-        "NAPARI_DIFFSLVA_TEST_DATA", Path(__file__).resolve().parents[2] / "shared/data/real"
+        "NAPARI_DIFFSLVA_TEST_DATA", Path(__file__).resolve().parents[1] / "tests/data/real"
     )
 )
 SOURCES = {

@@ -26,7 +26,7 @@ from napari_diffslva.video import read_frames
 
 REAL = Path(
     os.environ.get(
-        "NAPARI_DIFFSLVA_TEST_DATA", Path(__file__).resolve().parents[2] / "shared/data/real"
+        "NAPARI_DIFFSLVA_TEST_DATA", Path(__file__).resolve().parents[1] / "tests/data/real"
     )
 )
 CLIPS = ("sl_soup.mp4", "asl_selfie_webcam.mp4", "asl_house.gif", "face_talking.mp4")

@@ -11,5 +11,4 @@ if ! command -v Xvfb >/dev/null 2>&1; then
   fi
 fi
 bash scripts/setup_venv.sh test
-export NAPARI_DIFFSLVA_TEST_DATA="${NAPARI_DIFFSLVA_TEST_DATA:-$(cd .. && pwd)/shared/data/real}"
 exec .venv/bin/python -m pytest "$@"

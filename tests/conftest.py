@@ -1,4 +1,4 @@
-"""Shared fixtures: real clips from ../shared/data/real and an isolated napari config."""
+"""Shared fixtures: the real clips in tests/data/real and an isolated napari config."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("NAPARI_DIFFSLVA_TEST_DATA", REPO.parent / "shared/data/real"))
+# The real clips ship with the tests (tests/data/real, see ATTRIBUTION.md there);
+# NAPARI_DIFFSLVA_TEST_DATA points the suite at another copy.
+REAL_DATA = Path(os.environ.get("NAPARI_DIFFSLVA_TEST_DATA", REPO / "tests/data/real"))
 
-# Known facts of each real clip (from shared/data/README.md): frames, nominal fps, (w, h).
+# Known facts of each real clip (from tests/data/real/ATTRIBUTION.md): frames, nominal fps, (w, h).
 REAL_CLIPS = {
     "asl_house.gif": (73, 25.0, (320, 240)),
     "asl_different.gif": (64, None, (320, 240)),
