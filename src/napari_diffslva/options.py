@@ -206,6 +206,8 @@ def add_flags(parser: argparse.ArgumentParser | Any, classes: Iterable[type],
             shown = "none" if default is None else (
                 ",".join(map(str, default)) if isinstance(default, tuple) else default)
             help_text = f"{s.help} (default: {shown})"
+            if s.prefixes_ok:
+                help_text += f"; {s.allowed()}"
             if s.kind == "bool":
                 parser.add_argument(flag_of(f.name), dest=f.name, default=None,
                                     action=argparse.BooleanOptionalAction, help=help_text)

@@ -24,6 +24,7 @@ import numpy as np
 from . import __version__
 from .engine.settings import EngineSettings
 from .errors import DiffslvaError, SettingsError
+from .options import check, declared, option, unknown_keys
 from .prepare.pipeline import Prepared, PrepareSettings, prepare_clip
 from .progress import Progress, ProgressGenerator
 from .project import RunFolder, settings_key
@@ -43,14 +44,15 @@ class AnonymizeSettings:
 
     engine: EngineSettings = field(default_factory=EngineSettings)
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
-    face_module: str = "warp"
-    face_weights: str | None = None
+    face_module: str = option("warp", "restore the original expressions on the new face "
+                              "(warp: no weights; reenact: TPSMM; off)", kind="str",
+                              stage="face", choices=FACE_MODULES)
+    face_weights: str | None = option(None, "TPSMM vox.pth.tar for face_module reenact "
+                                      "(null: searched)", kind="str", stage="face",
+                                      nullable=True)
 
     def __post_init__(self) -> None:
-        if self.face_module not in FACE_MODULES:
-            raise SettingsError(
-                f"face_module={self.face_module!r}: choose one of {', '.join(FACE_MODULES)}"
-            )
+        check(self)
         shared = {k: getattr(self.engine, k) for k in _SHARED}
         shared["device"] = "cpu" if shared["device"] in ("auto", "cpu") else shared["device"]
         object.__setattr__(self, "prepare", replace(self.prepare, **shared))
@@ -60,12 +62,12 @@ class AnonymizeSettings:
         """Split flat keys between engine, prepare and face settings; unknown keys fail."""
         engine_keys = {f.name for f in fields(EngineSettings)}
         prepare_keys = {f.name for f in fields(PrepareSettings)} - set(_SHARED)
-        own = {"face_module", "face_weights"}
-        unknown = set(flat) - engine_keys - prepare_keys - own
+        own = {f.name for f, _ in declared(cls)}
+        unknown = unknown_keys(flat, SETTINGS_CLASSES)
         if unknown:
             raise SettingsError(
-                f"unknown settings: {', '.join(sorted(unknown))} "
-                "(see `napari-diffslva anonymize --help` for the valid names)"
+                f"unknown settings: {', '.join(unknown)} "
+                "(see docs/settings.md or `napari-diffslva anonymize --help` for the valid names)"
             )
         engine = EngineSettings.from_dict({k: v for k, v in flat.items() if k in engine_keys})
         prepare = PrepareSettings.from_dict({k: v for k, v in flat.items() if k in prepare_keys})
@@ -92,6 +94,10 @@ class AnonymizeSettings:
         flat = flat.get("anonymize", flat)  # a GUI sidecar nests them
         flat.update(overrides)
         return cls.from_flat(flat)
+
+
+#: Every settings class of a run, engine first (its copies of the shared keys win).
+SETTINGS_CLASSES = (EngineSettings, PrepareSettings, AnonymizeSettings)
 
 
 @dataclass

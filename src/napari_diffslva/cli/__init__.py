@@ -16,6 +16,7 @@ from ..errors import DiffslvaError
 
 SUBCOMMANDS = [
     "info", "probe", "export", "prepare", "anonymize", "selftest", "audit", "reenact", "batch",
+    "settings",
 ]
 
 

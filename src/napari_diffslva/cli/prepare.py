@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..options import add_flags, given_flags
+from ..prepare.pipeline import PrepareSettings
 from ._output import drive_with_bar, print_json
 
 
@@ -11,26 +13,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="compute edges, optical flow and the face track")
     p.add_argument("video", help="video file, image, or folder of numbered images")
     p.add_argument("-o", "--run-dir", required=True, help="run folder (created if missing)")
-    p.add_argument("--edges", choices=["soft", "hed"], default="soft",
-                   help="soft: weights-free (default); hed: ControlNet's HED annotator")
-    p.add_argument("--safe-edges", action="store_true",
-                   help="quantise edges so no faint copy of the face reaches ControlNet")
-    p.add_argument("--hed-weights", help="path of ControlNetHED.pth (else searched)")
-    p.add_argument("--flow", default="dis", help="optical flow backend (dis)")
-    p.add_argument("--anchor", type=int, help="anchor frame (default: middle tracked face)")
-    p.add_argument("--short-side", type=int, default=512, help="working short side (512)")
-    p.add_argument("--online", action="store_true", help="allow downloading HED weights")
+    add_flags(p.add_argument_group("settings (docs/settings.md lists every key)"),
+              [PrepareSettings])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..prepare.pipeline import PrepareSettings, prepare_clip
+    from ..prepare.pipeline import prepare_clip
 
-    settings = PrepareSettings(edges=args.edges, safe_edges=args.safe_edges,
-                               hed_weights=args.hed_weights, flow=args.flow,
-                               anchor=args.anchor, short_side=args.short_side,
-                               offline=not args.online)
+    settings = PrepareSettings(**given_flags(args, [PrepareSettings]))
     prepared = drive_with_bar(prepare_clip(args.video, args.run_dir, settings), "prepare",
                               quiet=args.json)
     summary = prepared.summary()

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import SettingsError
+from ..options import check, option
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNET = "lllyasviel/sd-controlnet-hed"
@@ -34,80 +35,70 @@ EXECUTION_ONLY = ("offline", "cpu_offload")
 class EngineSettings:
     """Everything that decides a translated frame (plus where and how to run it)."""
 
-    prompt: str = DEFAULT_PROMPT
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    steps: int = 20
-    strength: float = 0.75  # SDEdit: share of the schedule that is denoised
-    guidance: float = 7.5
-    control_scale: float = 1.0
-    seed: int = 0
-    anchor: int | None = None  # None: the middle frame
-    short_side: int = 512
-    cross_frame_attention: bool = True
-    cross_frame_layers: str | tuple[str, ...] = "up"  # preset or UNet processor-name prefixes
-    fusion: bool = True  # optical-flow guided fusion, both stages
-    stage1_range: tuple[float, float] = (0.0, 0.1)
-    stage2_range: tuple[float, float] = (0.5, 0.8)
-    stage2_weight: float = 0.5
-    stage2_noise: str = "model"  # noise of q(x_ref, t): the model's own estimate, or fresh
-    fidelity_threshold: float = 0.25
-    adain: bool = True
-    adain_range: tuple[float, float] = (0.8, 1.0)
-    device: str = "auto"
-    dtype: str = "auto"
-    model: str = DEFAULT_MODEL
-    controlnet: str = DEFAULT_CONTROLNET
-    offline: bool = False
-    cpu_offload: bool = False
+    prompt: str = option(DEFAULT_PROMPT, "who the signer becomes", kind="str", stage="engine")
+    negative_prompt: str = option(DEFAULT_NEGATIVE_PROMPT, "what the image must not show",
+                                  kind="str", stage="engine")
+    steps: int = option(20, "DDIM steps of the whole schedule", kind="int", stage="engine",
+                        low=1)
+    strength: float = option(0.75, "SDEdit: share of the schedule that is denoised",
+                             kind="float", stage="engine", low=0.0, low_open=True, high=1.0)
+    guidance: float = option(7.5, "classifier-free guidance scale", kind="float",
+                             stage="engine", low=0.0)
+    control_scale: float = option(1.0, "ControlNet strength", kind="float", stage="engine",
+                                  low=0.0)
+    seed: int = option(0, "random seed (the same noise for every frame)", kind="int",
+                       stage="engine")
+    anchor: int | None = option(None, "anchor frame; null: the tracked face frame nearest "
+                                "the middle", kind="int", stage="prepare", low=0, nullable=True)
+    short_side: int = option(512, "working short side in pixels, a multiple of 64",
+                             kind="int", stage="prepare", low=64)
+    cross_frame_attention: bool = option(True, "cross-frame attention to the anchor and the "
+                                         "previous frame (off: ablation)", kind="bool",
+                                         stage="engine")
+    cross_frame_layers: str | tuple[str, ...] = option(
+        "up", "self-attention layers that attend across frames: a preset or UNet layer-name "
+        "prefixes", kind="prefixes", stage="engine", choices=LAYER_PRESETS, cli=False)
+    fusion: bool = option(True, "optical-flow guided fusion, both stages (off: ablation)",
+                          kind="bool", stage="engine")
+    stage1_range: tuple[float, float] = option((0.0, 0.1), "schedule fractions of stage-1 "
+                                               "(shape-aware) fusion", kind="fractions",
+                                               stage="engine", cli=False)
+    stage2_range: tuple[float, float] = option((0.5, 0.8), "schedule fractions of stage-2 "
+                                               "(pixel-aware) fusion", kind="fractions",
+                                               stage="engine", cli=False)
+    stage2_weight: float = option(0.5, "weight of the stage-2 fusion reference",
+                                  kind="float", stage="engine", low=0.0, high=1.0, cli=False)
+    stage2_noise: str = option("model", "noise of the fusion reference: the model's own "
+                               "estimate (model) or fresh noise as in Rerender-A-Video (fresh)",
+                               kind="str", stage="engine", choices=STAGE2_NOISES)
+    fidelity_threshold: float = option(0.25, "fidelity-oriented encoding: reconstruction "
+                                       "error above which a pixel gets no compensation",
+                                       kind="float", stage="engine", low=0.0, low_open=True,
+                                       cli=False)
+    adain: bool = option(True, "AdaIN colour correction toward the anchor (off: ablation)",
+                         kind="bool", stage="engine")
+    adain_range: tuple[float, float] = option((0.8, 1.0), "schedule fractions of AdaIN",
+                                              kind="fractions", stage="engine", cli=False)
+    device: str = option("auto", "where the models run", kind="str", stage="run",
+                         choices=DEVICES, prefixes_ok=("cuda:",))
+    dtype: str = option("auto", "number format of the models (auto: fp16 on CUDA, else fp32)",
+                        kind="str", stage="run", choices=DTYPES)
+    model: str = option(DEFAULT_MODEL, "Stable Diffusion 1.5 hub id or local folder",
+                        kind="str", stage="engine")
+    controlnet: str = option(DEFAULT_CONTROLNET, "ControlNet hub id or local folder",
+                             kind="str", stage="engine")
+    offline: bool = option(False, "never download; fail fast when a model is not on this "
+                           "computer", kind="bool", stage="run")
+    cpu_offload: bool = option(False, "keep idle models in CPU memory (GPUs with little "
+                               "memory)", kind="bool", stage="run")
 
     def __post_init__(self) -> None:
-        for name in RANGE_FIELDS:
-            value = getattr(self, name)
-            if not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        if isinstance(self.cross_frame_layers, list):
-            object.__setattr__(self, "cross_frame_layers", tuple(self.cross_frame_layers))
-        self._validate()
-
-    def _validate(self) -> None:
-        def bad(name: str, why: str) -> SettingsError:
-            return SettingsError(f"setting {name}={getattr(self, name)!r}: {why}")
-
-        if not isinstance(self.steps, int) or self.steps <= 0:
-            raise bad("steps", "must be a positive integer")
-        if not 0.0 < self.strength <= 1.0:
-            raise bad("strength", "must be in (0, 1]")
+        check(self)
         if int(self.steps * (1 - self.strength)) >= self.steps:
-            raise bad("strength", "too low: no denoising step is left; raise it or add steps")
-        if self.guidance < 0:
-            raise bad("guidance", "must be >= 0")
-        if self.control_scale < 0:
-            raise bad("control_scale", "must be >= 0")
-        if self.anchor is not None and (not isinstance(self.anchor, int) or self.anchor < 0):
-            raise bad("anchor", "must be a frame index >= 0 or null for the middle frame")
-        if self.short_side < 64 or self.short_side % 64:
-            raise bad("short_side", "must be a multiple of 64, at least 64")
-        for name in RANGE_FIELDS:
-            value = getattr(self, name)
-            if len(value) != 2 or not 0.0 <= value[0] <= value[1] <= 1.0:
-                raise bad(name, "must be two fractions 0 <= lo <= hi <= 1")
-        if not 0.0 <= self.stage2_weight <= 1.0:
-            raise bad("stage2_weight", "must be in [0, 1]")
-        if self.stage2_noise not in STAGE2_NOISES:
-            raise bad("stage2_noise", f"use one of {STAGE2_NOISES}")
-        if not self.fidelity_threshold > 0.0:
-            raise bad("fidelity_threshold", "must be > 0")
-        layers = self.cross_frame_layers
-        if isinstance(layers, str):
-            if layers not in LAYER_PRESETS:
-                raise bad("cross_frame_layers", f"use one of {LAYER_PRESETS} or a list of "
-                          "UNet layer-name prefixes such as 'up_blocks.3'")
-        elif not layers or not all(isinstance(p, str) and p for p in layers):
-            raise bad("cross_frame_layers", "a list must hold non-empty layer-name prefixes")
-        if self.device not in DEVICES:
-            raise bad("device", f"use one of {DEVICES}")
-        if self.dtype not in DTYPES:
-            raise bad("dtype", f"use one of {DTYPES}")
+            raise SettingsError(f"setting strength={self.strength!r}: too low, no denoising "
+                                "step is left; raise it or add steps")
+        if self.short_side % 64:
+            raise SettingsError(f"setting short_side={self.short_side!r}: use a multiple of 64")
         if not self.model or not self.controlnet:
             raise SettingsError("settings model and controlnet must name a hub id or a folder")
 

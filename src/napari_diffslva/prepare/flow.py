@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # diffusion step.
 DEFAULT_DIS_PRESET = "medium"
 DIS_PRESETS = ("ultrafast", "fast", "medium")
+FLOW_BACKENDS = ("dis", *(f"dis-{p}" for p in DIS_PRESETS))
 
 
 class FlowBackend(Protocol):
@@ -94,8 +95,8 @@ def get_flow_backend(name: str = "dis") -> FlowBackend:
         return DISFlow()
     if key.startswith("dis-") and key[4:] in DIS_PRESETS:
         return DISFlow(key[4:])
-    choices = ", ".join(["dis", *(f"dis-{p}" for p in DIS_PRESETS)])
-    raise SettingsError(f"unknown flow backend {name!r}: choose one of {choices}")
+    raise SettingsError(f"unknown flow backend {name!r}: choose one of "
+                        f"{', '.join(FLOW_BACKENDS)}")
 
 
 def _as_backend(backend: str | FlowBackend) -> FlowBackend:

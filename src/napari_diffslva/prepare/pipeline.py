@@ -19,35 +19,56 @@ import numpy as np
 
 from ..errors import SettingsError
 from ..geometry import WorkingGeometry, working_geometry
+from ..options import check, option, unknown_keys
 from ..progress import Progress, ProgressGenerator
 from ..project import FrameStore, RunFolder, settings_key
 from ..video import VideoInfo, VideoReader, probe
+from .edges import EDGE_DETECTORS
+from .flow import FLOW_BACKENDS
 
 STAGES = ("faces", "edges", "flow")
+FACE_PARSERS = ("landmarks", "bisenet")
 
 
 @dataclass(frozen=True)
 class PrepareSettings:
     """Everything that changes what the prepare stage computes."""
 
-    edges: str = "soft"  # "soft" (no weights) or "hed"
-    safe_edges: bool = False  # quantise edges so no faint copy of the face reaches ControlNet
-    hed_weights: str | None = None
-    flow: str = "dis"
-    short_side: int = 512
-    face_upsample: int | None = None
-    max_gap: int = 6
-    anchor: int | None = None  # None: the tracked face frame nearest the middle
-    face_parser: str = "landmarks"  # "landmarks" (no weights) or "bisenet" (79999_iter.pth)
-    parser_weights: str | None = None
-    offline: bool = True
-    device: str = "cpu"
+    edges: str = option("soft", "control edges: soft (no weights) or hed", kind="str",
+                        stage="prepare", choices=EDGE_DETECTORS)
+    safe_edges: bool = option(False, "quantise edges so no faint copy of the face reaches "
+                              "ControlNet", kind="bool", stage="prepare")
+    hed_weights: str | None = option(None, "HED weights file (null: searched)", kind="str",
+                                     stage="prepare", nullable=True)
+    flow: str = option("dis", "optical flow backend", kind="str", stage="prepare",
+                       choices=FLOW_BACKENDS)
+    short_side: int = option(512, "working short side in pixels, a multiple of 64",
+                             kind="int", stage="prepare", low=64)
+    face_upsample: int | None = option(None, "dlib detector upsampling steps (null: by face "
+                                       "size)", kind="int", stage="prepare", low=0,
+                                       nullable=True, cli=False)
+    max_gap: int = option(6, "longest run of frames without a face that is interpolated",
+                          kind="int", stage="prepare", low=0, cli=False)
+    anchor: int | None = option(None, "anchor frame; null: the tracked face frame nearest "
+                                "the middle", kind="int", stage="prepare", low=0, nullable=True)
+    face_parser: str = option("landmarks", "face mask: landmarks (no weights) or bisenet "
+                              "(79999_iter.pth)", kind="str", stage="prepare",
+                              choices=FACE_PARSERS)
+    parser_weights: str | None = option(None, "BiSeNet weights file (null: searched)",
+                                        kind="str", stage="prepare", nullable=True)
+    offline: bool = option(False, "never download; fail fast when a model is not on this "
+                           "computer", kind="bool", stage="run")
+    device: str = option("cpu", "where the prepare models run", kind="str", stage="run",
+                         choices=("cpu", "cuda", "mps"), prefixes_ok=("cuda:",))
+
+    def __post_init__(self) -> None:
+        check(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PrepareSettings:
-        unknown = set(d) - set(cls.__dataclass_fields__)
+        unknown = unknown_keys(d, [cls])
         if unknown:
-            raise SettingsError(f"unknown prepare settings: {', '.join(sorted(unknown))}")
+            raise SettingsError(f"unknown prepare settings: {', '.join(unknown)}")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
