@@ -1,4 +1,5 @@
-"""Landmark-driven warping backend: geometry, open mouths painted from the source, the\nteeth bit, eyes, neutral frame choice."""
+"""Landmark-driven warping backend: geometry, open mouths painted from the source, the
+teeth bit, eyes, neutral frame choice."""
 
 from __future__ import annotations
 
