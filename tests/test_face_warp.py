@@ -1,4 +1,5 @@
-"""Landmark-driven warping backend: geometry, open mouths, eyes, neutral frame choice."""
+"""Landmark-driven warping backend: geometry, open mouths painted from the source, the
+teeth bit, eyes, neutral frame choice."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_diffslva.face import landmark_warp as lw
+from napari_diffslva.face import mouth
 from napari_diffslva.prepare.align import alignment_transforms, crop_face, transform_points
 from napari_diffslva.prepare.faces import DETECTED, FaceTrack, detect_faces, face_landmarks
 from napari_diffslva.video import read_frames
@@ -50,29 +52,52 @@ def test_warp_identity_and_translation(talking):
     assert np.abs(moved[0].astype(int) - crop[0]).max() <= 1
 
 
-def test_open_mouth_looks_open(talking):
-    """Closed-mouth source, open-mouth driver: the output's mouth is open (dlib sees it) and
-    shows the driver's mouth interior (teeth, cavity), not the source's lips stretched."""
+def test_open_mouth_painted_from_the_source(talking):
+    """Closed-mouth source, open-mouth driver: the output's mouth is open (dlib sees it),
+    darker than the lips around it, built from the source alone (the driving crops are not
+    read: the same output with them passed as None), and shows teeth only when told."""
     src_crop, src_lm = talking[CLOSED]
     drv_crop, drv_lm = talking[OPEN]
-    out = next(lw.LandmarkWarpBackend().reenact(
-        src_crop, src_lm, [drv_crop], [drv_lm], src_crop, src_lm))
+    backend = lw.LandmarkWarpBackend()
+
+    def render(crops, teeth):
+        return next(backend.reenact(src_crop, src_lm, crops, [drv_lm], None, src_lm, [teeth]))
+
+    out = render([drv_crop], True)
+    assert np.array_equal(out, render([None], True))
     target = lw.target_landmarks(src_lm, drv_lm, src_lm)
     seen = face_landmarks(out, detect_faces(out)[0])
     assert lw.mouth_opening(seen) > 0.1
-    inner = lw._polygon_mask(target[lw.INNER_MOUTH], out.shape[:2]) > 0
+    inner = mouth.polygon_mask(target[mouth.INNER_MOUTH], out.shape[:2]) > 0
+    lips = (mouth.polygon_mask(target[mouth.OUTER_MOUTH], out.shape[:2]) > 0) & ~inner
 
     def lightness(image):
-        return cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[..., 0][inner].astype(float)
+        return cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[..., 0].astype(float)
 
-    shown = lightness(out)
-    interior = lightness(lw.piecewise_affine_warp(drv_crop, drv_lm, target))
-    stretched = lightness(lw.piecewise_affine_warp(src_crop, src_lm, target))
-    assert np.corrcoef(shown, interior)[0, 1] > 0.8  # feathered edge mixes in the lips
-    assert np.corrcoef(shown, stretched)[0, 1] < 0.6
-    # and darker than the lips around it, so it reads as an opening
-    lips = (lw._polygon_mask(target[lw.OUTER_MOUTH], out.shape[:2]) > 0) & ~inner
-    assert shown.mean() < 0.75 * cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0][lips].mean()
+    plain = render([None], False)
+    assert lightness(plain)[inner].mean() < 0.5 * lightness(plain)[lips].mean()
+    # the teeth band: pixels lighter than the lips, only with teeth
+    assert np.mean(lightness(out)[inner] > lightness(out)[lips].mean()) > 0.3
+    assert np.mean(lightness(plain)[inner] > lightness(plain)[lips].mean()) < 0.02
+    # outside the inner mouth and its one-pixel feather, the plain warp of the source
+    warped = lw.piecewise_affine_warp(src_crop, src_lm, target)
+    grown = cv2.dilate(inner.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert np.array_equal(out[~grown], warped[~grown])
+
+
+def test_teeth_bit_from_the_driver(talking):
+    """The one bit taken from the driver's mouth: teeth in face_talking's wide-open frame
+    (upper and lower teeth visible), none in its closed one."""
+    assert mouth.teeth_visible(*talking[OPEN])
+    assert not mouth.teeth_visible(*talking[CLOSED])
+
+
+def test_open_source_mouth_keeps_its_own_interior(talking):
+    """An open source mouth driven to the same opening is only warped (its own teeth and
+    cavity), not painted."""
+    crop, lm = talking[OPEN]
+    out = next(lw.LandmarkWarpBackend().reenact(crop, lm, [None], [lm], None, lm, [False]))
+    assert np.abs(out.astype(int) - crop).max() <= 1
 
 
 def test_eyes_open_at_most_a_quarter_more():

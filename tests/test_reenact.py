@@ -1,5 +1,5 @@
 """Reenactment on real clips: expressions follow the driver, identity stays the source's,
-lost faces are left alone, edits are honoured; the pipeline entry point and the CLI."""
+lost faces get the held new face, edits are honoured; the pipeline entry point and the CLI."""
 
 from __future__ import annotations
 
@@ -111,13 +111,36 @@ def test_enhance_at_working_resolution(talking):
     assert pearson(mouth_drv, mouth_out) > 0.7
 
 
-def test_hand_over_face_frames_left_alone(real_clip, obama):
+def test_lost_and_occluded_frames_never_show_the_real_face(real_clip, obama):
+    """asl_selfie_webcam: a hand covers the face in some frames. There the new face is
+    pasted at the held/interpolated pose over a blurred face region: inside the driver's
+    face polygon of the nearest tracked frame almost no pixel keeps its original value,
+    and no face found there is the driver's."""
+    import cv2
+
+    from napari_diffslva.audit.identity import SAME_PERSON_THRESHOLD, locate_face_near
+    from napari_diffslva.prepare.face_mask import _face_polygon
+
     frames = read_frames(real_clip("asl_selfie_webcam.mp4"))
     out, report = run_to_end(reenact_video(obama, frames, backend=make_backend("warp")))
     assert report.lost_frames, "the hand covers the face in some frames"
-    for t in report.lost_frames:
-        assert np.array_equal(out[t], frames[t])
+    assert report.held_frames == report.lost_frames
+    assert set(report.occluded_frames) <= set(report.lost_frames)
     assert len(report.enhanced_frames) > len(frames) // 2
+    track = run_to_end(track_faces(frames))
+    faces = np.array(track.face_frames)
+    for t in report.lost_frames:
+        near = int(faces[np.argmin(np.abs(faces - t))])
+        region = np.zeros(frames.shape[1:3], np.uint8)
+        hull = cv2.convexHull(np.round(_face_polygon(track.landmarks[near], 0.35)).astype(np.int32))
+        cv2.fillConvexPoly(region, hull, 1)
+        same = np.abs(out[t].astype(int) - frames[t]).max(-1)[region > 0] <= 2
+        assert same.mean() < 0.05, (t, same.mean())
+        box = locate_face_near(out[t], track.box(near))
+        if box is not None:
+            emb = face_embedding(out[t], box, face_landmarks(out[t], box))
+            driver = face_embedding(frames[near], track.box(near), track.landmarks[near])
+            assert embedding_distance(emb, driver) > SAME_PERSON_THRESHOLD, t
     changed = [np.abs(out[t].astype(int) - frames[t]).mean() for t in report.enhanced_frames]
     assert min(changed) > 0.5
 

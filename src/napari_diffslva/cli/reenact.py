@@ -1,8 +1,11 @@
 """``napari-diffslva reenact SOURCE_IMAGE DRIVING_VIDEO -o OUT.mp4``: face reenactment.
 
-Puts the face of one photo into every frame of the driving video where the driver's face
-is tracked, with the driver's expressions; frames without a trackable face (lost, or a
-hand over the face) are copied unchanged and listed.
+Puts the face of one photo into every frame of the driving video, with the driver's
+expressions. The driver's face never shows: where it is tracked it is covered fully, and
+on frames where it is lost or covered by a hand the new face is pasted at the last known
+pose (interpolated across the gap, held at the clip's ends) over a blurred face region.
+This is face replacement, not an anonymizer: hair, body, hands and background stay the
+driving video's (use ``anonymize`` for that).
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ from ._output import drive_with_bar, print_json
 def register(sub: argparse._SubParsersAction) -> None:
     from ..face.backends import BACKENDS
 
-    p = sub.add_parser("reenact", help="put a photo's face into a video, with its expressions")
+    p = sub.add_parser(
+        "reenact",
+        help="put a photo's face into a video, with its expressions (face replacement only, "
+             "not an anonymizer: hair, body and background are kept; use anonymize)",
+        description="Replace the face of DRIVING_VIDEO by the face of SOURCE_IMAGE with the "
+                    "driver's expressions. The driver's face is never shown (lost or "
+                    "occluded frames get the new face at the held pose over a blurred face "
+                    "region), but everything else in the frame is the original video: this "
+                    "is not an anonymizer.")
     p.add_argument("source", metavar="SOURCE_IMAGE", help="photo (or video: first frame) of a face")
     p.add_argument("driving", metavar="DRIVING_VIDEO", help="video whose expressions to copy")
     p.add_argument("-o", "--output", required=True, help="output .mp4 or .mov")
@@ -53,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {written}: {len(report.enhanced_frames)} of {report.frames} frames "
               f"reenacted ({args.backend}, {report.seconds_per_frame:.2f} s/frame)")
-        if report.lost_frames:
-            print(f"face lost (left unchanged): frames {_ranges(report.lost_frames)}")
+        if report.held_frames:
+            print(f"face lost or occluded (new face held over a blurred face region): "
+                  f"frames {_ranges(report.held_frames)}")
     return 0
 
 

@@ -25,18 +25,25 @@ class ReenactBackend(Protocol):
     All crops are aligned (H, W, 3) uint8 RGB of the same size (256x256); landmarks are
     (68, 2) (x, y) crop pixels. Motion is relative: the driver's change since its
     ``neutral`` frame is applied to the source, so the source keeps its own face shape.
+
+    Privacy contract: the output is rendered from ``source_crop`` alone. From the driver a
+    backend takes measurements only: its landmarks, one ``teeth`` bit per frame, and, when
+    ``reads_driving_crops`` is True, what it measures on the driving crops (TPSMM's
+    keypoints); otherwise the driving and neutral crops are passed as None.
     """
 
     name: str
+    reads_driving_crops: bool
 
     def reenact(
         self,
         source_crop: np.ndarray,
         source_landmarks: np.ndarray,
-        driving_crops: Iterable[np.ndarray],
+        driving_crops: Iterable[np.ndarray | None],
         driving_landmarks: Iterable[np.ndarray],
-        neutral_crop: np.ndarray,
+        neutral_crop: np.ndarray | None,
         neutral_landmarks: np.ndarray,
+        teeth: Iterable[bool] | None = None,
     ) -> Iterator[np.ndarray]: ...
 
 
@@ -67,15 +74,17 @@ class StillBackend:
     user setting; the baseline the expression measurements compare against."""
 
     name = "still"
+    reads_driving_crops = False
 
     def reenact(
         self,
         source_crop: np.ndarray,
         source_landmarks: np.ndarray,
-        driving_crops: Iterable[np.ndarray],
+        driving_crops: Iterable[np.ndarray | None],
         driving_landmarks: Iterable[np.ndarray],
-        neutral_crop: np.ndarray,
+        neutral_crop: np.ndarray | None,
         neutral_landmarks: np.ndarray,
+        teeth: Iterable[bool] | None = None,
     ) -> Iterator[np.ndarray]:
-        for _ in zip(driving_crops, driving_landmarks, strict=True):
+        for _ in driving_landmarks:
             yield source_crop

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..prepare.align import crop_face, paste_back
-from ..prepare.face_mask import landmark_face_mask
+from ..prepare.face_mask import _face_polygon, landmark_face_mask
 
 # Colour statistics come from skin only (no hair, background, eyes or mouth, which differ
 # between two people for reasons other than light): the jaw/brow hull shrunk by this
@@ -22,6 +22,29 @@ SKIN_MARGIN = 0.04
 INCOMING_SHRINK = 0.92
 INCOMING_FOREHEAD = 0.2
 MAX_STD_RATIO = 1.25
+COVER_FOREHEAD = 0.35  # the replaced face's polygon: brows lifted by this x chin-to-brow
+COVER_FEATHER = 0.04  # feather width / face width, outside the covered polygon
+
+
+def covering_mask(landmarks: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32: exactly 1 on the face polygon (jaw line and lifted brows) grown by
+    one feather width, fading to 0 over the next few widths. Nothing under the face
+    polygon is mixed into the result, not even at the feathered edge."""
+    import cv2
+
+    h, w = shape_hw[:2]
+    sigma = max(COVER_FEATHER * float(np.ptp(np.asarray(landmarks)[:, 0])), 1.0)
+    grow = max(int(round(sigma)), 1)
+    hull = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(
+        np.round(_face_polygon(landmarks, COVER_FOREHEAD)).astype(np.int32)), 1)
+
+    def grown(times: int) -> np.ndarray:
+        size = 2 * times * grow + 1
+        return cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+
+    soft = cv2.GaussianBlur(grown(3).astype(np.float32), (0, 0), sigma)
+    return np.maximum(np.clip(soft, 0.0, 1.0), grown(1).astype(np.float32))
 
 
 def blend_mask(
@@ -33,7 +56,8 @@ def blend_mask(
     """Soft mask covering the face being replaced and the incoming face.
 
     The replaced face (landmarks ``replaced``) is covered fully, forehead included, so none
-    of it shows; the incoming face's region is shrunk by :data:`INCOMING_SHRINK` so its
+    of it shows, not even mixed into the feather (:func:`covering_mask`); the incoming
+    face's region is shrunk by :data:`INCOMING_SHRINK` so its
     feathered edge stays on its skin, not on its background or hair. A face parser's mask
     (crop space, 1 = face), when given, trims the result (feathered the same way).
     """
@@ -43,7 +67,7 @@ def blend_mask(
     centre = incoming.mean(axis=0)
     shrunk = centre + (incoming - centre) * INCOMING_SHRINK
     mask = np.maximum(
-        landmark_face_mask(replaced, shape_hw),
+        covering_mask(replaced, shape_hw),
         landmark_face_mask(shrunk, shape_hw, forehead=INCOMING_FOREHEAD),
     )
     if parser_mask is not None:

@@ -3,22 +3,40 @@
 Diffusion keeps the hands but flattens the face into one expression. Here one source face
 (the generated anchor frame's, or any photo) is re-rendered with the expression of the
 original signer's face in every frame and blended back on the frames where the signer's
-face is tracked. Frames whose face is lost (not found, or covered by a hand) keep their
-pixels and are listed in the report, so a hand is never smeared into a face.
+face is tracked.
+
+What the module takes from the original signer is measurements only: the face track's
+landmarks (relative motion since a neutral frame, head pose through the alignment), one
+"teeth visible" bit per frame (:func:`driver_teeth`), and, for the TPSMM backend, the
+keypoints it measures on the aligned driving crops. No pixel of the original reaches the
+output through this module:
+
+- pipeline (:func:`enhance_faces`): the background is the generated frame; frames whose
+  face is lost (not found, or covered by a hand) keep the generated frame unchanged;
+- :func:`reenact_video`: the background is the driving video itself, so the driver's face
+  is covered fully (exact mask, no colour taken from it), and on frames where the face is
+  lost or occluded the new face is pasted at the last known pose (interpolated between
+  the tracked frames around the gap, held at the clip ends) over a heavily blurred face
+  region, never the original pixels.
+
+Points are (x, y) pixels; frames are uint8 RGB.
 
 Points are (x, y) pixels; frames are uint8 RGB.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import repeat
 
 import numpy as np
 
 from ..errors import DiffslvaError
 from ..prepare.align import alignment_transforms, crop_face, transform_points
+from ..prepare.face_mask import landmark_face_mask
 from ..prepare.faces import (
     DETECTED,
     LOST,
@@ -34,9 +52,14 @@ from ..prepare.faces import (
 from ..progress import Progress, ProgressGenerator
 from .backends import ReenactBackend
 from .blend import blend_face, blend_mask, skin_region
-from .landmark_warp import neutral_frame, target_landmarks
+from .landmark_warp import face_size, neutral_frame, target_landmarks
+from .mouth import teeth_visible
 
 CROP_SIZE = 256
+# Lost frames in reenact: the face region (grown by this factor about its centre) is
+# blurred with a Gaussian of this fraction of the face size before the held face goes on.
+LOST_REGION_GROWTH = 1.5
+LOST_BLUR = 0.12
 
 
 @dataclass
@@ -48,6 +71,8 @@ class FaceReport:
     enhanced_frames: list[int] = field(default_factory=list)
     lost_frames: list[int] = field(default_factory=list)
     occluded_frames: list[int] = field(default_factory=list)
+    held_frames: list[int] = field(default_factory=list)
+    teeth_frames: list[int] = field(default_factory=list)
     source_frame_index: int | None = None
     neutral_frame_index: int | None = None
     seconds_per_frame: float = 0.0
@@ -81,6 +106,19 @@ def _largest_face(image: np.ndarray, what: str) -> FaceBox:
     return max(boxes, key=lambda b: b.area)
 
 
+def driver_teeth(track: FaceTrack, frames_getter: Callable[[int], np.ndarray]) -> np.ndarray:
+    """(T,) bool: does the original show teeth in frame t (False where the face is lost)?
+    The one thing the face module measures on the original's pixels besides TPSMM's
+    keypoints (:func:`~napari_diffslva.face.mouth.teeth_visible` on the aligned crop)."""
+    transforms = alignment_transforms(track, CROP_SIZE)
+    teeth = np.zeros(len(track), bool)
+    for t in track.face_frames:
+        if np.isfinite(transforms[t]).all():
+            crop = crop_face(frames_getter(t), transforms[t], CROP_SIZE)
+            teeth[t] = teeth_visible(crop, transform_points(track.landmarks[t], transforms[t]))
+    return teeth
+
+
 def _paste_faces(
     target: tuple[Callable[[int], np.ndarray], int],
     driving_get: Callable[[int], np.ndarray],
@@ -91,12 +129,21 @@ def _paste_faces(
     report: FaceReport,
     masks: MaskSource | None = None,
     keep_frames: bool = True,
+    *,
+    target_is_driver: bool = False,
+    teeth: Sequence[bool] | None = None,
 ) -> ProgressGenerator[np.ndarray | None]:
     """Reenact ``source`` with the driver's faces (``track`` on ``driving_get``'s frames)
-    and blend it into the ``target`` frames; frames without a face are copied unchanged.
+    and blend it into the ``target`` frames.
 
-    ``masks(t)`` may give a driving-frame-size mask for frame ``t`` (see :data:`MaskSource`).
-    With ``keep_frames=False`` frames are only streamed, so memory stays flat.
+    ``target_is_driver`` says the target frames are the driving frames themselves
+    (``reenact``): the driver's face is then covered fully, no colour is matched to it, and
+    lost frames get the held face over a blurred face region. Otherwise (the pipeline: the
+    target is the generated clip) the mask covers the new face only, colours are matched
+    to the generated frame, and lost frames are left as generated.
+    ``teeth`` (T,) is the per-frame teeth bit (measured here with :func:`driver_teeth`'s
+    rule when None). ``masks(t)`` may give a driving-frame-size mask for frame ``t`` (see
+    :data:`MaskSource`). With ``keep_frames=False`` frames are only streamed.
     """
     get_target, count = target
     transforms = alignment_transforms(track, CROP_SIZE)
@@ -106,19 +153,43 @@ def _paste_faces(
     report.lost_frames = [t for t in range(count) if t not in face_set]
     report.occluded_frames = [int(t) for t in np.flatnonzero(track.occluded)]
     report.neutral_frame_index = neutral_index
+    report.held_frames = list(report.lost_frames) if target_is_driver else []
+    reads_crops = backend.reads_driving_crops
 
     def driving_landmarks(t: int) -> np.ndarray:
         return transform_points(track.landmarks[t], transforms[t])
 
+    def driving_crop(t: int) -> np.ndarray:
+        return crop_face(driving_get(t), transforms[t], CROP_SIZE)
+
+    def teeth_bits() -> Iterator[bool]:
+        for t in face_frames:
+            bit = bool(teeth[t]) if teeth is not None else teeth_visible(
+                driving_crop(t), driving_landmarks(t))
+            if bit:
+                report.teeth_frames.append(t)
+            yield bit
+
     neutral_lm = driving_landmarks(neutral_index)
-    neutral_crop = crop_face(driving_get(neutral_index), transforms[neutral_index], CROP_SIZE)
-    crops: Iterator[np.ndarray] = (
-        crop_face(driving_get(t), transforms[t], CROP_SIZE) for t in face_frames
+    crops: Iterator[np.ndarray | None] = (
+        (driving_crop(t) for t in face_frames) if reads_crops else repeat(None)
     )
-    rendered = backend.reenact(
+    rendered = zip(face_frames, backend.reenact(
         source.crop, source.landmarks, crops, (driving_landmarks(t) for t in face_frames),
-        neutral_crop, neutral_lm,
-    )
+        driving_crop(neutral_index) if reads_crops else None, neutral_lm, teeth_bits(),
+    ), strict=True)
+    latest: tuple[int, np.ndarray] | None = None
+
+    def crop_of(face_t: int) -> np.ndarray:
+        """The rendered crop of face frame ``face_t`` (rendering ahead when needed)."""
+        nonlocal latest
+        while latest is None or latest[0] < face_t:
+            latest = next(rendered)
+        return latest[1]
+
+    def moved_landmarks(t: int) -> np.ndarray:
+        return target_landmarks(source.landmarks, driving_landmarks(t), neutral_lm)
+
     first = np.asarray(get_target(0))
     out = np.empty((count, *first.shape), np.uint8) if keep_frames else None
     # the target frames may be at another size than the driving ones (working resolution)
@@ -128,18 +199,64 @@ def _paste_faces(
         start = time.perf_counter()
         frame = np.asarray(first if t == 0 else get_target(t))
         if t in face_set:
-            crop = next(rendered)
-            drv = driving_landmarks(t)
-            moved = target_landmarks(source.landmarks, drv, neutral_lm)
-            mask = _mask_in_crop(masks, t, transforms[t], drv, moved, crop.shape[:2])
-            skin = skin_region([drv, moved], crop.shape[:2])
+            crop = crop_of(t)
+            moved = moved_landmarks(t)
+            replaced = driving_landmarks(t) if target_is_driver else moved
+            mask = _mask_in_crop(masks, t, transforms[t], replaced, moved, crop.shape[:2])
+            skin = None if target_is_driver else skin_region([moved], crop.shape[:2])
             frame = blend_face(frame, crop, _compose(transforms[t], to_target), mask, skin)
             total_seconds += time.perf_counter() - start
+        elif target_is_driver:
+            held = _held_frame(face_frames, t)
+            crop, moved = crop_of(held), moved_landmarks(held)
+            pose = _compose(_lost_pose(transforms, face_frames, t), to_target)
+            frame = _blur_face_region(frame, pose, moved, crop.shape[:2])
+            frame = blend_face(frame, crop, pose, blend_mask(moved, moved, crop.shape[:2]))
         if out is not None:
             out[t] = frame
         yield Progress("face", t + 1, count, time.perf_counter() - start, (t, frame))
     report.seconds_per_frame = total_seconds / max(len(face_frames), 1)
     return out
+
+
+def _held_frame(face_frames: list[int], t: int) -> int:
+    """The face frame whose rendered face a lost frame ``t`` shows: the last one before it,
+    or the first one for lost frames at the clip's start."""
+    i = bisect.bisect_left(face_frames, t)
+    return face_frames[max(i - 1, 0)]
+
+
+def _lost_pose(transforms: np.ndarray, face_frames: list[int], t: int) -> np.ndarray:
+    """Frame -> crop transform of a lost frame: linear between the tracked frames around
+    it (similarity matrices stay similarities), held at the clip's ends."""
+    i = bisect.bisect_left(face_frames, t)
+    if i == 0:
+        return transforms[face_frames[0]]
+    if i == len(face_frames):
+        return transforms[face_frames[-1]]
+    a, b = face_frames[i - 1], face_frames[i]
+    w = (t - a) / (b - a)
+    return (1 - w) * transforms[a] + w * transforms[b]
+
+
+def _blur_face_region(frame: np.ndarray, transform: np.ndarray, landmarks: np.ndarray,
+                      crop_hw: tuple[int, int]) -> np.ndarray:
+    """``frame`` with the face region around crop-space ``landmarks`` (grown by
+    :data:`LOST_REGION_GROWTH`) replaced by a heavy blur of itself, so whatever of a real
+    face is there (moved, turned, behind a hand) is not recognisable."""
+    import cv2
+
+    lm = np.asarray(landmarks, np.float64)
+    centre = lm.mean(axis=0)
+    region = landmark_face_mask(centre + (lm - centre) * LOST_REGION_GROWTH, crop_hw)
+    h, w = frame.shape[:2]
+    alpha = cv2.warpAffine(region, transform, (w, h), flags=cv2.INTER_LINEAR
+                           | cv2.WARP_INVERSE_MAP, borderValue=0)[..., None]
+    scale = np.sqrt(abs(np.linalg.det(transform[:, :2])))  # crop pixels per frame pixel
+    sigma = max(LOST_BLUR * face_size(lm) / max(scale, 1e-6), 2.0)
+    blurred = cv2.GaussianBlur(frame, (0, 0), sigma)
+    mixed = frame.astype(np.float32) * (1 - alpha) + blurred.astype(np.float32) * alpha
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
 # A source of per-frame masks in driving-frame pixels: ``masks(t) -> (mask, exact)`` or
@@ -190,6 +307,7 @@ def enhance_faces(
     edits: dict | None = None,
     masks: MaskSource | None = None,
     keep_frames: bool = True,
+    teeth: Sequence[bool] | None = None,
 ) -> ProgressGenerator[tuple[np.ndarray | None, FaceReport]]:
     """Give the generated clip the original signer's facial expressions (DiffSLVA step 6-7).
 
@@ -198,8 +316,10 @@ def enhance_faces(
     ``original_track`` (after the manual ``edits``, see
     :func:`~napari_diffslva.prepare.faces.apply_edits`). Motion is measured from the
     original's own face at the anchor frame, whose expression the generated face already
-    shows. Returns the (T, H, W, 3) frames and a :class:`FaceReport`; each finished frame is
-    streamed as ``Progress.payload = (t, frame)``.
+    shows. Only measurements of the original are used (see the module docstring; ``teeth``
+    overrides the per-frame teeth bit, else measured); frames whose face is lost keep the
+    generated frame. Returns the (T, H, W, 3) frames and a :class:`FaceReport`; each
+    finished frame is streamed as ``Progress.payload = (t, frame)``.
     """
     target = frame_getter(generated_frames)
     track = original_track
@@ -230,7 +350,7 @@ def enhance_faces(
     source = SourceFace.from_frame(anchor_frame, FaceBox(x0, y0, x1, y1))
     frames = yield from _paste_faces(
         target, original_frames_getter, track, source, anchor, backend, report, masks,
-        keep_frames,
+        keep_frames, teeth=teeth,
     )
     return frames, report
 
@@ -242,12 +362,18 @@ def reenact_video(
     backend: ReenactBackend,
     track: FaceTrack | None = None,
     edits: dict | None = None,
+    teeth: Sequence[bool] | None = None,
 ) -> ProgressGenerator[tuple[np.ndarray, FaceReport]]:
     """Put the face of ``source_image`` into the driving clip, with the driver's
     expressions, on the driver's face track (tracked here unless ``track`` is given).
 
     The motion is measured from the driving frame whose expression is closest to the
-    source photo's. Returns the frames and a :class:`FaceReport` (lost frames unchanged).
+    source photo's. The driver's face never shows: it is covered fully where tracked, and
+    on lost or occluded frames (``report.held_frames``) the new face is pasted at the
+    interpolated or held pose over a blurred face region. The rest of the frame (hair,
+    body, hands, background) is the driving video's: this is face replacement, not full
+    anonymization. ``teeth`` overrides the per-frame teeth bit (else measured). Returns
+    the frames and a :class:`FaceReport`.
     """
     get, count = frame_getter(driving_frames)
     if track is None:
@@ -262,6 +388,7 @@ def reenact_video(
         None if track.status[t] == LOST else track.landmarks[t] for t in range(count)
     ]
     neutral = neutral_frame(candidates, like=source.landmarks)  # scale-free comparison
-    frames = yield from _paste_faces((get, count), get, track, source, neutral, backend, report)
+    frames = yield from _paste_faces((get, count), get, track, source, neutral, backend, report,
+                                     target_is_driver=True, teeth=teeth)
     return frames, report
 

@@ -6,8 +6,9 @@ added to the source landmarks. The source crop is then warped piecewise-affinely
 target landmarks (one triangle mesh, one ``cv2.remap``). Two regions need care:
 
 - mouth interior: a closed source mouth has no teeth or dark cavity to stretch, so when the
-  target mouth opens, the inner-lip polygon is filled from the driver's own mouth interior
-  (warped to the target shape, colour-matched to the source lips, feathered edge);
+  target mouth opens wider than the source's, the inner-lip polygon is painted from the
+  source's own colours (:mod:`~napari_diffslva.face.mouth`); the driver lends only one
+  bit per frame (teeth visible or not), never its pixels;
 - eyes: lids may close freely (blinks) but may open at most ``MAX_EYE_OPENING`` times the
   source's opening, so the eyeball texture is never stretched into a smear.
 
@@ -17,16 +18,14 @@ Points are (x, y) crop pixels (OpenCV order).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 
 import numpy as np
 
-INNER_MOUTH = np.arange(60, 68)
-OUTER_MOUTH = np.arange(48, 60)
+from .mouth import mouth_opening, needs_interior, paint_interior
+
 EYES = (np.arange(36, 42), np.arange(42, 48))  # corners at local 0 and 3, lids 1,2 / 4,5
 MAX_EYE_OPENING = 1.25
-# Target mouth openings (mean inner-lip gap / mouth width) above this get a filled interior.
-MOUTH_FILL_MIN_OPENING = 0.04
-MOUTH_MAX_LIGHTNESS = 0.6  # mean lightness of the filled interior / that of the lips
 
 
 def face_size(landmarks: np.ndarray) -> float:
@@ -35,14 +34,6 @@ def face_size(landmarks: np.ndarray) -> float:
 
     hull = cv2.convexHull(np.asarray(landmarks, np.float32))
     return float(np.sqrt(max(cv2.contourArea(hull), 1e-6)))
-
-
-def mouth_opening(landmarks: np.ndarray) -> float:
-    """Mean inner-lip gap over mouth width (0 = closed), scale-free."""
-    lm = np.asarray(landmarks, np.float64)
-    gap = np.linalg.norm(lm[[61, 62, 63]] - lm[[67, 66, 65]], axis=1).mean()
-    width = np.linalg.norm(lm[54] - lm[48])
-    return float(gap / max(width, 1e-6))
 
 
 def expression_vector(landmarks: np.ndarray) -> np.ndarray:
@@ -154,72 +145,32 @@ def piecewise_affine_warp(
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _polygon_mask(points: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    mask = np.zeros(shape_hw, np.uint8)
-    cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 255)
-    return mask
-
-
-def _lab_mean(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    import cv2
-
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    return lab[mask > 0].mean(axis=0) if (mask > 0).any() else np.zeros(3, np.float32)
-
-
-def fill_mouth(
-    warped_source: np.ndarray,
-    target: np.ndarray,
-    driving_crop: np.ndarray,
-    driving: np.ndarray,
-) -> np.ndarray:
-    """Paint the driver's mouth interior (teeth, tongue, cavity) into the target's open
-    inner-lip polygon, colour-shifted in Lab so the driver's lips would match the source's
-    and kept darker than the lips. Only when both mouths are open: a closed driver mouth
-    has no interior to lend."""
-    import cv2
-
-    if min(mouth_opening(target), mouth_opening(driving)) < MOUTH_FILL_MIN_OPENING:
-        return warped_source  # nothing to fill, or the driver has no interior to show
-    h, w = warped_source.shape[:2]
-    interior = piecewise_affine_warp(driving_crop, driving, target)
-    inner = _polygon_mask(target[INNER_MOUTH], (h, w))
-    lips = cv2.subtract(_polygon_mask(target[OUTER_MOUTH], (h, w)), inner)
-    lab = cv2.cvtColor(interior, cv2.COLOR_RGB2LAB).astype(np.float32)
-    src_lips, drv_lips = _lab_mean(warped_source, lips), _lab_mean(interior, lips)
-    drv_inner = lab[inner > 0].mean(axis=0)
-    # colour: the driver's lips moved onto the source's; lightness: at most
-    # MOUTH_MAX_LIGHTNESS of the lips on average, so a blurry driver's cavity still reads
-    # as an opening (teeth keep their contrast to the rest of the interior)
-    lab[..., 1:] += src_lips[1:] - drv_lips[1:]
-    ratio = drv_inner[0] / max(drv_lips[0], 1.0)
-    lab[..., 0] *= src_lips[0] / max(drv_lips[0], 1.0) * min(1.0, MOUTH_MAX_LIGHTNESS / ratio)
-    interior = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-    alpha = cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (5, 5), 0)[..., None]
-    out = warped_source.astype(np.float32) * (1 - alpha) + interior.astype(np.float32) * alpha
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
 class LandmarkWarpBackend:
     """The weights-free :class:`~napari_diffslva.face.backends.ReenactBackend`."""
 
     name = "warp"
 
+    reads_driving_crops = False  # landmarks and the teeth bit are all it uses
+
     def reenact(
         self,
         source_crop: np.ndarray,
         source_landmarks: np.ndarray,
-        driving_crops: Iterable[np.ndarray],
+        driving_crops: Iterable[np.ndarray | None],
         driving_landmarks: Iterable[np.ndarray],
-        neutral_crop: np.ndarray,
+        neutral_crop: np.ndarray | None,
         neutral_landmarks: np.ndarray,
+        teeth: Iterable[bool] | None = None,
     ) -> Iterator[np.ndarray]:
-        """One reenacted crop per driving crop (only the neutral frame's landmarks are used)."""
+        """One reenacted crop per driving landmark set, rendered from the source crop alone
+        (the driving and neutral crops are not read; ``teeth`` says per frame whether the
+        driver shows teeth, default no)."""
         source_landmarks = np.asarray(source_landmarks, np.float64)
-        for crop, lm in zip(driving_crops, driving_landmarks, strict=True):
-            lm = np.asarray(lm, np.float64)
-            target = target_landmarks(source_landmarks, lm, neutral_landmarks)
+        shows_teeth = repeat(False) if teeth is None else teeth
+        for lm, show in zip(driving_landmarks, shows_teeth, strict=False):
+            target = target_landmarks(source_landmarks, np.asarray(lm, np.float64),
+                                      neutral_landmarks)
             warped = piecewise_affine_warp(source_crop, source_landmarks, target)
-            yield fill_mouth(warped, target, crop, lm)
+            if needs_interior(target, source_landmarks):
+                warped = paint_interior(warped, target, bool(show))
+            yield warped

@@ -70,6 +70,7 @@ class TPSMMBackend:
     """The learned :class:`~napari_diffslva.face.backends.ReenactBackend` (TPSMM)."""
 
     name = "reenact"
+    reads_driving_crops = True  # keypoints are measured on them; pixels are never output
 
     def __init__(self, model: TPSMM) -> None:
         self.model = model.eval()
@@ -88,8 +89,11 @@ class TPSMMBackend:
         driving_landmarks: Iterable[np.ndarray],
         neutral_crop: np.ndarray,
         neutral_landmarks: np.ndarray,
+        teeth: Iterable[bool] | None = None,
     ) -> Iterator[np.ndarray]:
-        """One reenacted crop per driving crop (landmarks are not needed by this backend)."""
+        """One reenacted crop per driving crop (landmarks and ``teeth`` are not needed by
+        this backend). The driving crops only give keypoints: the image is generated from
+        ``source`` moved by them (``animate`` never sees a driving pixel)."""
         shape_hw = source_crop.shape[:2]
         source = _to_tensor(source_crop)
         kp_source = self.model.kp_detector(source)
