@@ -4,6 +4,12 @@ Each stage is one function ``bench_<name>(ctx) -> None`` registered in ``STAGES`
 prints its own figures. Run all stages or some:
 
     .venv/bin/python bench/prepare.py [--quick] [--stage edges --stage flow]
+
+``--long-clip`` runs only the long-clip section instead: a synthetic 320x240 clip of real
+frames (made at bench time) of 1,000 and 10,000 frames, how long ``probe`` takes on it, and
+``prepare`` on each length in its own process, with peak RSS against clip length:
+
+    .venv/bin/python bench/prepare.py --long-clip [--long-frames 1000,10000] [--long-short-side 64]
 """
 
 from __future__ import annotations
@@ -231,6 +237,105 @@ def bench_run_folder(ctx: Context) -> None:
           "(1.0 = flat)")
 
 
+# -- long clips: probe time and flat memory of prepare (bench_long_clip) ---------------------
+LONG_SOURCE = "sl_soup.mp4"  # 320x240, a face on every frame
+
+
+def make_long_clip(path: Path, frames: int) -> Path:
+    """A ``frames``-long clip of the real source's frames, played forward and backward in
+    turn (no cuts), encoded as the plugin exports (H.264, GOP 12), written as it goes."""
+    from fractions import Fraction
+
+    from napari_diffslva.export import export_frames
+    from napari_diffslva.video import VideoTiming
+
+    source = read_frames(REAL / LONG_SOURCE)
+    cycle = np.concatenate([np.arange(len(source)), np.arange(len(source) - 2, 0, -1)])
+    stream = (source[cycle[i % len(cycle)]] for i in range(frames))
+    timing = VideoTiming.constant(frames, Fraction(2997, 100))
+    return run_to_end(export_frames(stream, path, timing))
+
+
+def _probe_half_lost(clip: Path) -> None:
+    """Probe time of a copy whose second half of frame data is zeroed behind a complete
+    index (the tail check walks back GOP by GOP until a frame decodes)."""
+    import av
+
+    from napari_diffslva.video import probe
+
+    with av.open(str(clip)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(clip.read_bytes())
+    start, end = packets[len(packets) // 2][0], packets[-1][0] + packets[-1][1]
+    data[start:end] = bytes(end - start)
+    lost = clip.with_name("half_lost.mp4")
+    lost.write_bytes(bytes(data))
+    begin = time.perf_counter()
+    info = probe(lost)
+    print(f"          probe with the second half of the data zeroed: "
+          f"{time.perf_counter() - begin:5.2f} s ({info.frames} frames decode, "
+          f"end missing: {info.end_missing})")
+    lost.unlink()
+
+
+def _measure_prepare(clip: str, run_dir: str, short_side: str) -> None:
+    """In a fresh process: prepare one clip, print seconds and peak RSS as JSON."""
+    import json
+    import resource
+
+    from napari_diffslva.prepare.pipeline import PrepareSettings, prepare_clip
+
+    start = time.perf_counter()
+    run_to_end(prepare_clip(clip, run_dir, PrepareSettings(short_side=int(short_side))))
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak}))
+
+
+def bench_long_clip(lengths: list[int], short_side: int) -> None:
+    import json
+    import subprocess
+    import tempfile
+
+    from napari_diffslva.progress import run_to_end as drive
+    from napari_diffslva.video import check_frames, probe
+
+    print(f"\n== long clip: synthetic 320x240 from {LONG_SOURCE}, prepare (faces at source "
+          f"size, edges and flow at short side {short_side}), one process per length ==")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in lengths:
+            clip = Path(tmp) / f"long{n}.mp4"
+            start = time.perf_counter()
+            make_long_clip(clip, n)
+            made = time.perf_counter() - start
+            start = time.perf_counter()
+            info = probe(clip)
+            probed = time.perf_counter() - start
+            start = time.perf_counter()
+            drive(check_frames(info))
+            checked = time.perf_counter() - start
+            print(f"  T={n:6d}: made in {made:6.1f} s; probe {probed:5.2f} s "
+                  f"({info.frames} frames, demux + tail decode); check_frames {checked:6.2f} s "
+                  f"({1000 * checked / n:.2f} ms/frame, decode only)")
+            _probe_half_lost(clip)
+            out = subprocess.run(
+                [sys.executable, __file__, "--measure-prepare", str(clip),
+                 str(Path(tmp) / f"r{n}"), str(short_side)],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            d = json.loads(out.strip().splitlines()[-1])
+            rows.append((n, d["seconds"], d["peak_rss_mib"]))
+            print(f"          prepare {d['seconds']:7.1f} s "
+                  f"({1000 * d['seconds'] / n:6.1f} ms/frame), "
+                  f"peak RSS {d['peak_rss_mib']:7.1f} MiB")
+            clip.unlink()
+    (n0, s0, m0), (n1, s1, m1) = rows[0], rows[-1]
+    print(f"  peak RSS ratio {n1}/{n0} frames: {m1 / m0:.2f} for {n1 / n0:.0f}x the frames "
+          "(1.0 = flat)")
+    print(f"  ms/frame ratio: {(s1 / n1) / (s0 / n0):.2f} (1.0 = linear)")
+
+
 STAGES: dict[str, Callable[[Context], None]] = {
     "edges": bench_edges, "flow": bench_flow, "faces": bench_faces, "run_folder": bench_run_folder,
 }
@@ -245,7 +350,23 @@ def main(argv: list[str] | None = None) -> int:
         choices=list(STAGES),
         help="stage to run (repeatable; default: all)",
     )
+    parser.add_argument("--long-clip", action="store_true",
+                        help="only the long-clip section: probe time and prepare's peak RSS "
+                        "against clip length")
+    parser.add_argument("--long-frames", default="1000,10000",
+                        help="clip lengths of --long-clip (default 1000,10000)")
+    parser.add_argument("--long-short-side", type=int, default=64,
+                        help="working short side of --long-clip's prepare (64: a 10,000-frame "
+                        "run takes under an hour on a shared 2-core machine)")
+    parser.add_argument("--measure-prepare", nargs=3, metavar=("CLIP", "RUN_DIR", "SIDE"),
+                        help=argparse.SUPPRESS)  # the child process of --long-clip
     args = parser.parse_args(argv)
+    if args.measure_prepare:
+        _measure_prepare(*args.measure_prepare)
+        return 0
+    if args.long_clip:
+        bench_long_clip([int(n) for n in args.long_frames.split(",")], args.long_short_side)
+        return 0
     ctx = load_context(args.quick)
     shapes = ", ".join(f"{k} {v.shape[0]}" for k, v in ctx.clips.items())
     print(f"frames at {SIZE}x{SIZE}: {shapes}; {os.cpu_count()} CPUs")

@@ -43,7 +43,9 @@ def bad_files(tmp_path, real_clip):
     files["empty"].write_bytes(b"")
     files["text"] = tmp_path / "notes.mp4"
     files["text"].write_text("these are my field notes, not a video\n" * 20)
-    data = real_clip("face_talking.mp4").read_bytes()
+    # sl_soup.mp4 keeps its index (moov) at the end: cut, nothing says where its frames are.
+    # (A cut file whose index comes first is readable: see test_video_damaged.py.)
+    data = real_clip("sl_soup.mp4").read_bytes()
     files["truncated"] = tmp_path / "truncated.mp4"
     files["truncated"].write_bytes(data[: len(data) // 3])
     rng = np.random.default_rng(0)
@@ -56,13 +58,13 @@ def bad_files(tmp_path, real_clip):
 
 
 @pytest.mark.parametrize("kind,needle", [
-    ("empty", "empty"), ("text", "not a readable video"), ("truncated", "truncated"),
+    ("empty", "empty"), ("text", "not a readable video"), ("truncated", "not a readable video"),
     ("codec", "unsupported codec"), ("huge", "larger than"),
 ])
 def test_bad_inputs_give_one_clear_line(bad_files, capsys, tmp_path, kind, needle):
     path = bad_files[kind]
     with pytest.raises(VideoError, match=needle):
-        probe(path) if kind != "truncated" else read_frames(path)
+        probe(path)
     out = tmp_path / "out.mp4"
     code, err = _cli_error(capsys, "export", str(path), str(out))
     assert code == 2

@@ -372,6 +372,7 @@ def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict
     """
     from .engine.style import StyleReference
     from .engine.translate import STAGE as TRANSLATED
+    from .export import source_record
     from .pipeline import AnonymizeSettings, anonymize
     from .progress import run_to_end
     from .project import RunFolder
@@ -409,6 +410,9 @@ def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict
                             on_progress)
         record.update(status="done", output=job.output, frames=result.frames,
                       anchor=result.anchor)
+        source = source_record(RunFolder(job.run_dir).read_run())
+        if source["deviations"]:  # a lost end, damaged frames: written down per clip
+            record["source_deviations"] = source["deviations"]
         if job.audit:
             record["audit"] = _audit_summary(job)
     except DiffslvaError as exc:
@@ -652,8 +656,15 @@ def batch_client(scheduler: str | None = None, workers: int | None = None,
     n = workers or 1
     if n < 1:
         raise SettingsError(f"--workers {n}: needs at least one worker")
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, resources={"GPU": 1} if gpu else None)
+    import dask
+
+    # No heartbeat deadline: dask drops a worker that misses heartbeats for 5 minutes, and a
+    # worker on a loaded machine (a clip holding the GIL, swapping) can, so the same batch
+    # would fail or not depending on machine speed. A local worker that really dies is
+    # seen at once by its nanny; a hung one is the user's to stop.
+    with dask.config.set({"distributed.scheduler.worker-ttl": None}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None, resources={"GPU": 1} if gpu else None)
     try:
         with Client(cluster) as client:
             yield client

@@ -7,6 +7,10 @@ chroma cannot hold, are written as H.264 4:4:4 so the visible size never changes
 (``odd_size="pad"`` trades that for wider player support by adding one edge row/column).
 The file is written next to the output under a hidden temporary name and renamed when
 complete, so a crash never leaves a half-written clip under the final name.
+
+An export has exactly the source's decodable frames; :func:`source_record` is what its
+JSON sidecar says about the source where it departs from its container's claims (fewer
+frames than the header says, a lost end, an edit list, damaged frames and their stand-ins).
 """
 
 from __future__ import annotations
@@ -16,15 +20,40 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import VideoError
 from .progress import Progress, ProgressGenerator, run_to_end
 from .project import default_permissions
-from .video import VideoTiming
+from .video import VideoInfo, VideoTiming, source_notes, stand_ins
 
 OUTPUT_SUFFIXES = (".mp4", ".mov")
+
+
+def source_record(run_meta: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar's account of the source (``run_meta``: a run folder's ``run.json``):
+    ``deviations``, one sentence each, and ``stand_ins`` (damaged frame -> the good frame
+    shown in its place) when there are damaged frames."""
+    record: dict[str, Any] = {"deviations": source_notes(run_meta.get("source", {}))}
+    stood = run_meta.get("stand_ins") or {}
+    if stood:
+        record["stand_ins"] = stood
+        record["on_damaged_frame"] = run_meta.get("on_damaged_frame", "repeat")
+        record["deviations"].append(
+            "each damaged frame shows the previous good frame (the first good frame when "
+            "none precedes it); frame count and timing are the source's"
+        )
+    return record
+
+
+def info_record(info: VideoInfo, policy: str) -> dict[str, Any]:
+    """:func:`source_record` for a clip read directly (no run folder)."""
+    return source_record({
+        "source": info.to_dict(), "on_damaged_frame": policy,
+        "stand_ins": {str(k): v for k, v in stand_ins(info.damaged or (), info.frames).items()},
+    })
 
 
 def check_output(path: str | Path, *, overwrite: bool = False,

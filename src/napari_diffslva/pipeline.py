@@ -224,7 +224,7 @@ def export_result(run_dir: str | Path, output: str | Path, *, overwrite: bool = 
     ``source`` on the left) plus ``output.json``: settings, model ids, tool version, source
     timing — never the source file name.
     """
-    from .export import check_output, export_frames
+    from .export import check_output, export_frames, source_record
     from .video import VideoReader, VideoTiming, probe
 
     run = RunFolder(run_dir)
@@ -250,7 +250,7 @@ def export_result(run_dir: str | Path, output: str | Path, *, overwrite: bool = 
         info = probe(source)
         if info.content_hash != meta["content_hash"]:
             raise DiffslvaError(f"{source}: not the video this run folder was made from")
-        with VideoReader(source, info=info) as reader:
+        with VideoReader(source, info=info, on_damaged="repeat") as reader:
             pairs = (np.concatenate([reader[i], run.read_frame(FINAL, i)], axis=1)
                      for i in range(timing.frames))
             yield from export_frames(pairs, side_by_side, timing, overwrite=overwrite,
@@ -263,7 +263,9 @@ def export_result(run_dir: str | Path, output: str | Path, *, overwrite: bool = 
             "anonymize": run.read_settings("anonymize"),
             "source": {k: meta["source"].get(k) for k in
                        ("frames", "rate", "fps", "width", "height", "duration",
-                        "content_hash")},
+                        "content_hash", "header_frames", "header_duration", "end_missing",
+                        "edit_list", "damaged_frames")},
+            **source_record(meta),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
     return out

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from .. import napari_layers as nl
 from ..errors import SettingsError
+from ..video import DAMAGED_FRAME_POLICIES
 from ._session import ANONYMIZED, ORIGINAL, layer_by_role, put_layer, session_for
 from ._worker import BackgroundJob, PathRow, stack_layout
 
@@ -132,6 +133,12 @@ class PrepareWidget(QWidget):
         self.short_side.setValue(512)
         self.short_side.setToolTip("working short side in pixels (a multiple of 64)")
         self.vectors = QCheckBox("flow arrows (Vectors layer)")
+        self.on_damaged_frame = QComboBox()
+        self.on_damaged_frame.addItems(list(DAMAGED_FRAME_POLICIES))
+        self.on_damaged_frame.setToolTip(
+            "a frame in the middle of the clip that does not decode: stop with an error "
+            "(error), or show the previous good frame in its place and list it in the run "
+            "folder and the export's sidecar (repeat)")
         self.prepare_button = QPushButton("Prepare")
         self.open_button = QPushButton("Open run folder")
         self.cancel_button = QPushButton("Cancel")
@@ -148,6 +155,7 @@ class PrepareWidget(QWidget):
         form.addRow("Flow", self.flow)
         form.addRow("Short side", self.short_side)
         form.addRow("", self.vectors)
+        form.addRow("Damaged frames", self.on_damaged_frame)
         stack_layout(self, form, [self.prepare_button, self.open_button, self.cancel_button],
                      [self.status])
 
@@ -164,7 +172,8 @@ class PrepareWidget(QWidget):
                                safe_edges=self.safe_edges.isChecked(),
                                hed_weights=str(hed) if hed else None,
                                flow=self.flow.currentText(),
-                               short_side=self.short_side.value())
+                               short_side=self.short_side.value(),
+                               on_damaged_frame=self.on_damaged_frame.currentText())
 
     def _paths(self) -> tuple[Path, Path]:
         video, run_dir = self.video.path(), self.run_dir.path()

@@ -179,6 +179,8 @@ def render_html(result: AuditResult, pngs: dict[str, bytes]) -> str:
          f"{_fmt(s['mean_distance'])} ({idn['threshold']:g})"),
         ("leak frames", _frames_text(idn["leak_frames"])),
         ("frames with no face in the output", _frames_text(idn["no_face_frames"])),
+        ("damaged source frames (the previous good frame stands in)",
+         _frames_text(data.get("damaged_frames", []))),
         ("mean expression correlation", _fmt(ex["summary"]["mean_correlation"])),
         ("edge F outside the face", _fmt(hd["summary"]["edge_f"])),
         ("SSIM (frame)", _fmt(hd["summary"]["ssim"])),

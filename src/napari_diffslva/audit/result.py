@@ -206,6 +206,7 @@ class AuditResult:
     hands: HandsResult
     temporal: TemporalResult
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
+    damaged_frames: list[int] = field(default_factory=list)  # original frames that do not decode
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (NaN -> null)."""
@@ -218,4 +219,5 @@ class AuditResult:
             "hands": self.hands.to_json(),
             "temporal": self.temporal.to_json(),
             "notes": list(self.notes),
+            "damaged_frames": list(map(int, self.damaged_frames)),
         }

@@ -313,16 +313,24 @@ def audit_videos(
     long clips do not have to fit in memory. Unreadable files raise
     :class:`~napari_diffslva.errors.VideoError`.
     """
-    from ..video import VideoReader, probe
+    from ..video import VideoReader, check_frames, probe
 
-    original_info, anonymized_info = probe(original_path), probe(anonymized_path)
+    # The original's damaged frames (one decode-only pass): an export made with
+    # on_damaged_frame="repeat" shows the previous good frame there, and so does this reader.
+    original_info = yield from check_frames(probe(original_path))
+    anonymized_info = probe(anonymized_path)
     if original_info.frames != anonymized_info.frames:
         raise VideoError(
             f"{anonymized_path} has {anonymized_info.frames} frames but {original_path} has "
             f"{original_info.frames}; the audit compares frame by frame, so export the "
             "anonymized clip with every frame of the original"
         )
-    with VideoReader(original_path, info=original_info) as original, \
+    with VideoReader(original_path, info=original_info, on_damaged="repeat") as original, \
             VideoReader(anonymized_path, info=anonymized_info) as anonymized:
-        return (yield from audit_clips(original, anonymized, hand_boxes=hand_boxes, track=track,
-                                       stride=stride, max_frames=max_frames))
+        result = yield from audit_clips(original, anonymized, hand_boxes=hand_boxes,
+                                        track=track, stride=stride, max_frames=max_frames)
+    if original_info.damaged:
+        result.damaged_frames = list(original_info.damaged)
+        result.notes.append(f"{len(original_info.damaged)} frame(s) of the original do not "
+                            "decode; the audit read the previous good frame in their place")
+    return result

@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  face on {summary['face_frames']} frames; lost: {_frames(summary['lost_frames'])}; "
           f"interpolated: {_frames(summary['interpolated_frames'])}")
     print(f"  anchor frame {summary['anchor']}")
+    if summary["damaged_frames"]:
+        print(f"  damaged frames (previous good frame stands in): "
+              f"{_frames(summary['damaged_frames'])}")
     for stage, sec in summary["seconds_per_frame"].items():
         print(f"  {stage:6s} {sec * 1000:8.1f} ms per frame")
     return 0

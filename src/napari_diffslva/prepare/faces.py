@@ -232,8 +232,6 @@ def frame_getter(frames: FrameSource) -> tuple[Callable[[int], np.ndarray], int]
 class _Candidate:
     box: FaceBox
     landmarks: np.ndarray
-    crop: np.ndarray  # aligned face for the occlusion check, uint8 (_OCC_CROP, _OCC_CROP, 3)
-    hull: np.ndarray  # face outline in crop pixels, int32 (N, 2)
 
 
 def _occlusion_crop(frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -314,33 +312,45 @@ def _follow(cands: list[list[_Candidate]], seed: tuple[int, int]) -> list[_Candi
     return chosen
 
 
-def _occlusion_scores(chosen: list[_Candidate | None]) -> np.ndarray:
+def _occlusion_scores(chosen: list[_Candidate | None], get) -> np.ndarray:
     """Per frame, the largest coherent area (fraction of the face) where the aligned face
     differs from the local median face: a hand in front of the face is one big blob, a blink
-    or a smile are small or split ones. NaN where untracked."""
+    or a smile are small or split ones. NaN where untracked.
+
+    The aligned crops are made again from the frames (``get``), read once each in order
+    and kept only for the +-``_OCC_WINDOW`` frames compared, so memory does not grow with
+    clip length (kept for the whole clip they took ~140 KB a frame: 1.4 GB at 10,000).
+    """
+    from bisect import bisect_left, bisect_right
+    from collections import deque
+
     import cv2
 
     scores = np.full(len(chosen), np.nan)
     tracked = [t for t, c in enumerate(chosen) if c is not None]
     if len(tracked) < 5:
         return scores
-    lab = {
-        t: cv2.cvtColor(
-            cv2.GaussianBlur(chosen[t].crop, (0, 0), 2.0).astype(np.float32) / 255,
-            cv2.COLOR_RGB2Lab,
-        )
-        for t in tracked
-    }
+    unread = deque(tracked)
+    window: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> (Lab crop, face hull)
     opening = np.ones((5, 5), np.uint8)
     for t in tracked:
-        near = [s for s in tracked if abs(s - t) <= _OCC_WINDOW][::2]
+        while unread and unread[0] <= t + _OCC_WINDOW:
+            s = unread.popleft()
+            crop, hull = _occlusion_crop(np.asarray(get(s)), chosen[s].landmarks)
+            lab = cv2.cvtColor(cv2.GaussianBlur(crop, (0, 0), 2.0).astype(np.float32) / 255,
+                               cv2.COLOR_RGB2Lab)
+            window[s] = (lab, hull)
+        for old in [s for s in window if s < t - _OCC_WINDOW]:
+            del window[old]
+        near = tracked[bisect_left(tracked, t - _OCC_WINDOW):
+                       bisect_right(tracked, t + _OCC_WINDOW)][::2]
         if len(near) < 5:
             continue
-        median = np.median(np.stack([lab[s] for s in near]), axis=0)
+        median = np.median(np.stack([window[s][0] for s in near]), axis=0)
         face = np.zeros((_OCC_CROP, _OCC_CROP), np.uint8)
-        cv2.fillConvexPoly(face, chosen[t].hull, 1)
+        cv2.fillConvexPoly(face, window[t][1], 1)
         face = cv2.erode(face, opening)
-        changed = (np.linalg.norm(lab[t] - median, axis=2) > _OCC_DIFF).astype(np.uint8)
+        changed = (np.linalg.norm(window[t][0] - median, axis=2) > _OCC_DIFF).astype(np.uint8)
         changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, opening) & face
         n, _, stats, _ = cv2.connectedComponentsWithStats(changed, connectivity=8)
         largest = stats[1:, cv2.CC_STAT_AREA].max() if n > 1 else 0
@@ -407,9 +417,7 @@ def track_faces(
             boxes = detect_faces(frame, upsample)
         frame_cands = []
         for box in boxes:
-            landmarks = face_landmarks(frame, box)
-            crop, hull = _occlusion_crop(frame, landmarks)
-            frame_cands.append(_Candidate(box, landmarks, crop, hull))
+            frame_cands.append(_Candidate(box, face_landmarks(frame, box)))
         cands.append(frame_cands)
         if boxes:
             previous = _closest(boxes, previous) or boxes[0]
@@ -421,7 +429,7 @@ def track_faces(
     chosen = _follow(cands, _pick_signer(cands, shape_hw))
     occluded = np.zeros(count, bool)
     if detect_occlusion:
-        occluded = _hysteresis(_occlusion_scores(chosen), _OCC_HIGH, _OCC_LOW)
+        occluded = _hysteresis(_occlusion_scores(chosen, get), _OCC_HIGH, _OCC_LOW)
     for t, c in enumerate(chosen):
         if c is None:
             continue

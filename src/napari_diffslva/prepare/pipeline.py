@@ -10,7 +10,7 @@ clip length and a killed run continues where it stopped.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,16 @@ from ..geometry import WorkingGeometry, working_geometry
 from ..options import check, option, unknown_keys
 from ..progress import Progress, ProgressGenerator
 from ..project import FrameStore, RunFolder, settings_key
-from ..video import VideoInfo, VideoReader, probe
+from ..video import (
+    DAMAGED_FRAME_POLICIES,
+    DamagedFrameError,
+    VideoInfo,
+    VideoReader,
+    check_frames,
+    damaged_frame_message,
+    probe,
+    stand_ins,
+)
 from .edges import EDGE_DETECTORS
 from .flow import FLOW_BACKENDS
 
@@ -60,6 +69,10 @@ class PrepareSettings:
                            "computer", kind="bool", stage="run")
     device: str = option("cpu", "where the prepare models run", kind="str", stage="run",
                          choices=("cpu", "cuda", "mps"), prefixes_ok=("cuda:",))
+    on_damaged_frame: str = option("error", "a frame in the middle that does not decode: stop "
+                                   "with an error (error) or show the previous good frame in "
+                                   "its place and list it in the sidecar (repeat)", kind="str",
+                                   stage="run", choices=DAMAGED_FRAME_POLICIES)
 
     def __post_init__(self) -> None:
         check(self)
@@ -91,7 +104,8 @@ class Prepared:
 
     @cached_property
     def reader(self) -> VideoReader:
-        return VideoReader(self.info.path, info=self.info)
+        return VideoReader(self.info.path, info=self.info,
+                           on_damaged=self.settings.on_damaged_frame)
 
     # -- the engine's inputs (EngineInputs protocol) ----------------------------------------
     @property
@@ -175,6 +189,9 @@ class Prepared:
     def summary(self) -> dict[str, Any]:
         return {
             "frames": self.info.frames,
+            "header_frames": self.info.header_frames,
+            "end_missing": self.info.end_missing,
+            "damaged_frames": list(self.info.damaged or ()),
             "anchor": self.anchor,
             "working_size": {"height": self.geometry.work_hw[0],
                              "width": self.geometry.work_hw[1]},
@@ -226,11 +243,18 @@ def prepare_clip(video: str | Path, run_dir: str | Path,
     info = probe(video)
     run = RunFolder(run_dir).ensure()
     run.check_source(info.content_hash)
+    info = yield from _checked(run, info)
     geo = working_geometry((info.height, info.width), settings.short_side)
     run.write_run({"content_hash": info.content_hash, "source": info.to_dict(),
-                   "timing": info.timing.to_dict(), "working_hw": list(geo.work_hw)})
+                   "timing": info.timing.to_dict(), "working_hw": list(geo.work_hw),
+                   "stand_ins": {str(k): v for k, v in
+                                 stand_ins(info.damaged or (), info.frames).items()},
+                   "on_damaged_frame": settings.on_damaged_frame})
+    if info.damaged and settings.on_damaged_frame == "error":
+        raise DamagedFrameError(damaged_frame_message(info.path, list(info.damaged),
+                                                      info.frames, info.timing))
     run.write_settings("prepare", settings.to_dict())
-    reader = VideoReader(video, info=info)
+    reader = VideoReader(video, info=info, on_damaged=settings.on_damaged_frame)
     seconds: dict[str, float] = {}
 
     track = yield from _faces(run, reader, info, settings, seconds, "faces" in stages)
@@ -245,6 +269,16 @@ def prepare_clip(video: str | Path, run_dir: str | Path,
     reader.close()
     return Prepared(run=run, info=info, geometry=geo, settings=settings, anchor=anchor,
                     track=track, edges=edges, flows=flows, seconds_per_frame=seconds)
+
+
+def _checked(run: RunFolder, info: VideoInfo) -> ProgressGenerator[VideoInfo]:
+    """``info`` with its damaged frames: one decode-only pass over the clip, before any
+    long computation, remembered in ``run.json`` so reopening the clip does not repeat it."""
+    known = run.read_run()
+    if known.get("content_hash") == info.content_hash and \
+            "damaged_frames" in known.get("source", {}):
+        return replace(info, damaged=tuple(known["source"]["damaged_frames"]))
+    return (yield from check_frames(info))
 
 
 def open_prepared(run_dir: str | Path, video: str | Path,
