@@ -24,8 +24,11 @@ from napari_diffslva.prepare.faces import track_faces
 from napari_diffslva.progress import run_to_end
 from napari_diffslva.video import read_frames
 
-REAL = Path(os.environ.get("NAPARI_DIFFSLVA_TEST_DATA",
-                           Path(__file__).resolve().parents[1] / "tests/data/real"))
+REAL = Path(
+    os.environ.get(
+        "NAPARI_DIFFSLVA_TEST_DATA", Path(__file__).resolve().parents[1] / "tests/data/real"
+    )
+)
 
 
 def blur_faces(frames: np.ndarray, boxes: np.ndarray, grow: float = 0.3) -> np.ndarray:
@@ -53,8 +56,10 @@ def main() -> None:
     args = parser.parse_args()
 
     results = []
-    print("| clip | baseline | leak frames | no-face frames | identity distance (fitted) "
-          "| mean expression r | edge F | SSIM | warp error in / out | seconds |")
+    print(
+        "| clip | baseline | leak frames | no-face frames | identity distance (fitted) "
+        "| mean expression r | edge F | SSIM | warp error in / out | seconds |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.clips:
         frames = read_frames(REAL / name)
@@ -70,22 +75,28 @@ def main() -> None:
             seconds = time.perf_counter() - start
             results.append((name, baseline, r))
             faces = len(r.identity.original_face_frames)
-            print(f"| {name} | {baseline} | {len(r.identity.leak_frames)}/{faces} "
-                  f"| {len(r.identity.no_face_frames)}/{faces} "
-                  f"| {fmt(r.identity.summary()['mean_distance'])} "
-                  f"({fmt(r.identity.summary()['mean_fitted_distance'])}) "
-                  f"| {fmt(r.expression.summary()['mean_correlation'])} "
-                  f"| {fmt(np.nanmean(r.hands.edge_f))} | {fmt(np.nanmean(r.hands.ssim))} "
-                  f"| {fmt(r.temporal.warp_error_input)} / {fmt(r.temporal.warp_error_output)} "
-                  f"| {seconds:.0f} |", flush=True)
+            print(
+                f"| {name} | {baseline} | {len(r.identity.leak_frames)}/{faces} "
+                f"| {len(r.identity.no_face_frames)}/{faces} "
+                f"| {fmt(r.identity.summary()['mean_distance'])} "
+                f"({fmt(r.identity.summary()['mean_fitted_distance'])}) "
+                f"| {fmt(r.expression.summary()['mean_correlation'])} "
+                f"| {fmt(np.nanmean(r.hands.edge_f))} | {fmt(np.nanmean(r.hands.ssim))} "
+                f"| {fmt(r.temporal.warp_error_input)} / {fmt(r.temporal.warp_error_output)} "
+                f"| {seconds:.0f} |",
+                flush=True,
+            )
 
     features = results[0][2].expression.features
     print()
     print("| clip | baseline | " + " | ".join(features) + " |")
     print("|---|---|" + "---|" * len(features))
     for name, baseline, r in results:
-        print(f"| {name} | {baseline} | "
-              + " | ".join(fmt(r.expression.correlation[f]) for f in features) + " |")
+        print(
+            f"| {name} | {baseline} | "
+            + " | ".join(fmt(r.expression.correlation[f]) for f in features)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

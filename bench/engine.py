@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+DATA = Path(
+    os.environ.get(
+        "NAPARI_DIFFSLVA_TEST_DATA", Path(__file__).resolve().parents[1] / "tests/data/real"
+    )
+)
 
 
 def clip(n: int, hw=(128, 128), name="asl_house.gif"):
@@ -31,8 +36,9 @@ def clip(n: int, hw=(128, 128), name="asl_house.gif"):
 
     frames = read_frames(DATA / name, 0, n)
     small = np.stack([cv2.resize(f, hw[::-1], interpolation=cv2.INTER_AREA) for f in frames])
-    edges = np.stack([cv2.Canny(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), 60, 140) / 255.0
-                      for f in small]).astype(np.float32)
+    edges = np.stack(
+        [cv2.Canny(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), 60, 140) / 255.0 for f in small]
+    ).astype(np.float32)
     return InMemoryInputs(small, edges)
 
 
@@ -73,8 +79,11 @@ class _ZeroFlow:
 
 
 FLICKER_CLIPS = (  # name, first frame, take every n-th, size: 8 frames each
-    ("asl_different.gif", 10, 2, 128), ("asl_house.gif", 20, 2, 128), ("sl_soup.mp4", 10, 2, 128),
-    ("face_talking.mp4", 40, 2, 128), ("asl_different.gif", 10, 4, 256),
+    ("asl_different.gif", 10, 2, 128),
+    ("asl_house.gif", 20, 2, 128),
+    ("sl_soup.mp4", 10, 2, 128),
+    ("face_talking.mp4", 40, 2, 128),
+    ("asl_different.gif", 10, 4, 256),
     ("asl_selfie_webcam.mp4", 10, 3, 256),
 )
 BOTH_OFF = {"cross_frame_attention": False, "fusion": False}
@@ -82,12 +91,16 @@ BOTH_OFF = {"cross_frame_attention": False, "fusion": False}
 
 def flicker_table(folder: Path) -> list[dict]:
     """Flow-warping error of consecutive outputs (0-255) on 8 frames of real clips, default
-    schedule: the toy denoiser of tests/toy_denoiser.py under the ablations, and the random
-    tiny UNet for the record."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    schedule: the toy denoiser (napari_diffslva.testing.toy_denoiser) under the ablations,
+    and the random tiny UNet for the record."""
     from napari_diffslva.engine.models import load_models
     from napari_diffslva.engine.tiny import tiny_settings
-    from toy_denoiser import flicker, toy_inputs, toy_models, translated_frames
+    from napari_diffslva.testing.toy_denoiser import (
+        flicker,
+        toy_inputs,
+        toy_models,
+        translated_frames,
+    )
 
     settings = tiny_settings(folder / "tiny")
     random_models = load_models(settings)
@@ -95,12 +108,14 @@ def flicker_table(folder: Path) -> list[dict]:
     for name, start, every, size in FLICKER_CLIPS:
         inputs = toy_inputs(DATA / name, start, every=every, size=size)
         toy = toy_models(random_models)
-        motion = np.mean([np.abs(inputs.flow(i, i - 1).flow).mean()
-                          for i in range(1, inputs.num_frames)])
-        row = {"clip": f"{name} {start}-{start + 7 * every} every {every}, {size}x{size}",
-               "mean_abs_flow_px": round(float(motion), 2),
-               "input": round(flicker([inputs.frame(i) for i in range(inputs.num_frames)],
-                                      inputs), 2)}
+        motion = np.mean(
+            [np.abs(inputs.flow(i, i - 1).flow).mean() for i in range(1, inputs.num_frames)]
+        )
+        row = {
+            "clip": f"{name} {start}-{start + 7 * every} every {every}, {size}x{size}",
+            "mean_abs_flow_px": round(float(motion), 2),
+            "input": round(flicker([inputs.frame(i) for i in range(inputs.num_frames)], inputs), 2),
+        }
         for label, models, source, changes in (
             ("toy_off", toy, inputs, BOTH_OFF),
             ("toy_attention_only", toy, inputs, {"fusion": False}),
@@ -124,9 +139,12 @@ def sd15_cache_bytes(hw=(512, 512), steps=20, strength=0.75, bytes_per=2) -> dic
     h, w = hw
     per_call = sum(3 * c * (h // f) * (w // f) for c, f in ((1280, 32), (640, 16), (320, 8)))
     computed = steps - int(steps * (1 - strength))
-    return {"per_unet_call_fp32_batch1_mb": per_call * 4 / 1e6,
-            "per_frame_state_mb": per_call * 2 * computed * bytes_per / 1e6,
-            "computed_steps": computed, "dtype_bytes": bytes_per}
+    return {
+        "per_unet_call_fp32_batch1_mb": per_call * 4 / 1e6,
+        "per_frame_state_mb": per_call * 2 * computed * bytes_per / 1e6,
+        "computed_steps": computed,
+        "dtype_bytes": bytes_per,
+    }
 
 
 def real_size(hw=(256, 256)) -> dict:
@@ -151,21 +169,34 @@ def real_size(hw=(256, 256)) -> dict:
             controller.recording = None if reading else recorded
             controller.anchor = controller.previous = recorded if reading else {}
             t0 = time.perf_counter()
-            down, mid = controlnet(x, 500, encoder_hidden_states=emb, controlnet_cond=cond,
-                                   return_dict=False)
-            unet(x, 500, encoder_hidden_states=emb, down_block_additional_residuals=down,
-                 mid_block_additional_residual=mid)
+            down, mid = controlnet(
+                x, 500, encoder_hidden_states=emb, controlnet_cond=cond, return_dict=False
+            )
+            unet(
+                x,
+                500,
+                encoder_hidden_states=emb,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            )
             times.append(time.perf_counter() - t0)
     per_call = sum(t.numel() * t.element_size() for t in recorded.values())
-    return {"hw": hw, "seconds_step_stock": times[0], "seconds_step_cross_frame": times[1],
-            "cache_bytes_per_call_batch2_fp32": per_call}
+    return {
+        "hw": hw,
+        "seconds_step_stock": times[0],
+        "seconds_step_cross_frame": times[1],
+        "cache_bytes_per_call_batch2_fp32": per_call,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--real-size", action="store_true")
-    parser.add_argument("--flicker-only", action="store_true",
-                        help="only the flicker ablation on real clips (2-4 minutes)")
+    parser.add_argument(
+        "--flicker-only",
+        action="store_true",
+        help="only the flicker ablation on real clips (2-4 minutes)",
+    )
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
@@ -185,12 +216,33 @@ def main() -> None:
         folder = Path(tmp)
         print(json.dumps({"speed_tiny_128x128": run_tiny(args.frames, folder)}), flush=True)
         for n in (4, 16, 32):  # each in a fresh process: max RSS is per process
-            out = subprocess.run([sys.executable, __file__, "--memory-child", str(n),
-                                  "--folder", str(folder)], capture_output=True, text=True,
-                                 check=True).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(
+                    [sys.executable, __file__, "--memory-child", str(n), "--folder", str(folder)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             row = json.loads(out)
-            print(json.dumps({"memory_vs_length": {k: row[k] for k in (
-                "frames", "peak_memory_mb", "seconds_per_frame", "cache_bytes")}}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "memory_vs_length": {
+                            k: row[k]
+                            for k in (
+                                "frames",
+                                "peak_memory_mb",
+                                "seconds_per_frame",
+                                "cache_bytes",
+                            )
+                        }
+                    }
+                ),
+                flush=True,
+            )
         for row in flicker_table(folder):
             print(json.dumps({"flicker": row}), flush=True)
     print(json.dumps({"sd15_state_512": sd15_cache_bytes()}), flush=True)

@@ -68,8 +68,7 @@ def measure(frames, track, out, faces, source_emb) -> dict:
         drv.append(expression_features(track.landmarks[t], hw))
         res.append(expression_features(lm, hw))
         emb = face_embedding(out[t], box, lm)
-        d_driver.append(embedding_distance(emb, face_embedding(frames[t], box,
-                                                               track.landmarks[t])))
+        d_driver.append(embedding_distance(emb, face_embedding(frames[t], box, track.landmarks[t])))
         d_source.append(embedding_distance(emb, source_emb))
     drv, res = np.stack(drv), np.stack(res)
     corr = {f: pearson(drv[:, FEATURES.index(f)], res[:, FEATURES.index(f)]) for f in SHOWN}
@@ -86,8 +85,7 @@ def measure(frames, track, out, faces, source_emb) -> dict:
 
 def seconds_per_frame(backend, source: SourceFace, crops, lms) -> float:
     start = time.perf_counter()
-    n = sum(1 for _ in backend.reenact(source.crop, source.landmarks, crops, lms,
-                                       crops[0], lms[0]))
+    n = sum(1 for _ in backend.reenact(source.crop, source.landmarks, crops, lms, crops[0], lms[0]))
     return (time.perf_counter() - start) / n
 
 
@@ -107,30 +105,47 @@ def main() -> None:
                 continue
             image = source_image(name)
             src_emb = photo_embedding(image)
-            warp, report = run_to_end(reenact_video(image, frames, backend=make_backend("warp"),
-                                                    track=track))
-            still, _ = run_to_end(reenact_video(image, frames, backend=StillBackend(),
-                                                track=track))
+            warp, report = run_to_end(
+                reenact_video(image, frames, backend=make_backend("warp"), track=track)
+            )
+            still, _ = run_to_end(reenact_video(image, frames, backend=StillBackend(), track=track))
             faces = report.enhanced_frames
             on = measure(frames, track, warp, faces, src_emb)
             off = measure(frames, track, still, faces, src_emb)
-            rows.append((name, driver, len(frames), len(faces), len(report.lost_frames), on, off,
-                         report.seconds_per_frame))
+            rows.append(
+                (
+                    name,
+                    driver,
+                    len(frames),
+                    len(faces),
+                    len(report.lost_frames),
+                    on,
+                    off,
+                    report.seconds_per_frame,
+                )
+            )
             print(f"done {name} -> {driver}", flush=True)
 
-    print("\n| source | driver | frames (face / lost) | "
-          + " | ".join(f"{f} on / off" for f in SHOWN) + " |")
+    print(
+        "\n| source | driver | frames (face / lost) | "
+        + " | ".join(f"{f} on / off" for f in SHOWN)
+        + " |"
+    )
     print("|---|---|---|" + "---|" * len(SHOWN))
     for name, driver, n, n_face, n_lost, on, off, _ in rows:
         corr = " | ".join(f"{on['corr'][f]:.2f} / {off['corr'][f]:.2f}" for f in SHOWN)
         print(f"| {name} | {driver} | {n} ({n_face} / {n_lost}) | {corr} |")
-    print(f"\n| source | driver | L2 to driver: min, median (share > {SAME_PERSON_THRESHOLD}) "
-          f"| L2 to source: median, max (share < {SAME_PERSON_THRESHOLD}) |")
+    print(
+        f"\n| source | driver | L2 to driver: min, median (share > {SAME_PERSON_THRESHOLD}) "
+        f"| L2 to source: median, max (share < {SAME_PERSON_THRESHOLD}) |"
+    )
     print("|---|---|---|---|")
     for name, driver, *_, on, _off, _s in rows:
-        print(f"| {name} | {driver} | {on['driver_min']:.2f}, {on['driver_median']:.2f} "
-              f"({on['driver_far']:.0%}) | {on['source_median']:.2f}, {on['source_max']:.2f} "
-              f"({on['source_near']:.0%}) |")
+        print(
+            f"| {name} | {driver} | {on['driver_min']:.2f}, {on['driver_median']:.2f} "
+            f"({on['driver_far']:.0%}) | {on['source_median']:.2f}, {on['source_max']:.2f} "
+            f"({on['source_near']:.0%}) |"
+        )
 
     # speed at 256x256, reenactment only (blending excluded), and whole warp+blend
     frames = read_frames(REAL / "face_talking.mp4", 0, 8)
@@ -145,9 +160,11 @@ def main() -> None:
     torch.manual_seed(0)
     tpsmm_s = seconds_per_frame(TPSMMBackend(TPSMM()), source, crops[:3], lms[:3])
     blend_s = np.mean([r[-1] for r in rows])
-    print(f"\nseconds per frame at 256x256 ({torch.get_num_threads()} threads): "
-          f"warp {warp_s:.3f}, TPSMM {tpsmm_s:.2f}; warp + blend + paste in a clip "
-          f"{blend_s:.3f}")
+    print(
+        f"\nseconds per frame at 256x256 ({torch.get_num_threads()} threads): "
+        f"warp {warp_s:.3f}, TPSMM {tpsmm_s:.2f}; warp + blend + paste in a clip "
+        f"{blend_s:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -201,8 +201,10 @@ def bench_faces(ctx: Context) -> None:
         track = run_to_end(track_faces(frames))
         sec = (time.perf_counter() - start) / len(frames)
         h, w = frames.shape[1:3]
-        print(f"  {name:24s} {w}x{h}: {1000 * sec:7.1f} ms/frame ({1 / sec:5.1f} fps), "
-              f"face on {len(track.face_frames)}/{len(frames)}")
+        print(
+            f"  {name:24s} {w}x{h}: {1000 * sec:7.1f} ms/frame ({1 / sec:5.1f} fps), "
+            f"face on {len(track.face_frames)}/{len(frames)}"
+        )
 
 
 def bench_run_folder(ctx: Context) -> None:
@@ -229,12 +231,16 @@ def bench_run_folder(ctx: Context) -> None:
             peak = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
             rows.append((n, seconds, peak))
-            print(f"    T={n:3d}: {seconds:7.2f} s, {1000 * seconds / n:7.1f} ms/frame, "
-                  f"peak traced memory {peak:7.1f} MiB")
+            print(
+                f"    T={n:3d}: {seconds:7.2f} s, {1000 * seconds / n:7.1f} ms/frame, "
+                f"peak traced memory {peak:7.1f} MiB"
+            )
     (n0, s0, m0), (n1, s1, m1) = rows[0], rows[-1]
     print(f"    ms/frame ratio longest/shortest: {(s1 / n1) / (s0 / n0):.2f} (1.0 = linear)")
-    print(f"    peak memory ratio longest/shortest: {m1 / m0:.2f} for {n1 / n0:.0f}x the frames "
-          "(1.0 = flat)")
+    print(
+        f"    peak memory ratio longest/shortest: {m1 / m0:.2f} for {n1 / n0:.0f}x the frames "
+        "(1.0 = flat)"
+    )
 
 
 # -- long clips: probe time and flat memory of prepare (bench_long_clip) ---------------------
@@ -272,9 +278,11 @@ def _probe_half_lost(clip: Path) -> None:
     lost.write_bytes(bytes(data))
     begin = time.perf_counter()
     info = probe(lost)
-    print(f"          probe with the second half of the data zeroed: "
-          f"{time.perf_counter() - begin:5.2f} s ({info.frames} frames decode, "
-          f"end missing: {info.end_missing})")
+    print(
+        f"          probe with the second half of the data zeroed: "
+        f"{time.perf_counter() - begin:5.2f} s ({info.frames} frames decode, "
+        f"end missing: {info.end_missing})"
+    )
     lost.unlink()
 
 
@@ -300,8 +308,10 @@ def bench_long_clip(lengths: list[int], short_side: int) -> None:
     from napari_diffslva.progress import run_to_end as drive
     from napari_diffslva.video import check_frames, probe
 
-    print(f"\n== long clip: synthetic 320x240 from {LONG_SOURCE}, prepare (faces at source "
-          f"size, edges and flow at short side {short_side}), one process per length ==")
+    print(
+        f"\n== long clip: synthetic 320x240 from {LONG_SOURCE}, prepare (faces at source "
+        f"size, edges and flow at short side {short_side}), one process per length =="
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in lengths:
@@ -315,29 +325,46 @@ def bench_long_clip(lengths: list[int], short_side: int) -> None:
             start = time.perf_counter()
             drive(check_frames(info))
             checked = time.perf_counter() - start
-            print(f"  T={n:6d}: made in {made:6.1f} s; probe {probed:5.2f} s "
-                  f"({info.frames} frames, demux + tail decode); check_frames {checked:6.2f} s "
-                  f"({1000 * checked / n:.2f} ms/frame, decode only)")
+            print(
+                f"  T={n:6d}: made in {made:6.1f} s; probe {probed:5.2f} s "
+                f"({info.frames} frames, demux + tail decode); check_frames {checked:6.2f} s "
+                f"({1000 * checked / n:.2f} ms/frame, decode only)"
+            )
             _probe_half_lost(clip)
             out = subprocess.run(
-                [sys.executable, __file__, "--measure-prepare", str(clip),
-                 str(Path(tmp) / f"r{n}"), str(short_side)],
-                check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--measure-prepare",
+                    str(clip),
+                    str(Path(tmp) / f"r{n}"),
+                    str(short_side),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             d = json.loads(out.strip().splitlines()[-1])
             rows.append((n, d["seconds"], d["peak_rss_mib"]))
-            print(f"          prepare {d['seconds']:7.1f} s "
-                  f"({1000 * d['seconds'] / n:6.1f} ms/frame), "
-                  f"peak RSS {d['peak_rss_mib']:7.1f} MiB")
+            print(
+                f"          prepare {d['seconds']:7.1f} s "
+                f"({1000 * d['seconds'] / n:6.1f} ms/frame), "
+                f"peak RSS {d['peak_rss_mib']:7.1f} MiB"
+            )
             clip.unlink()
     (n0, s0, m0), (n1, s1, m1) = rows[0], rows[-1]
-    print(f"  peak RSS ratio {n1}/{n0} frames: {m1 / m0:.2f} for {n1 / n0:.0f}x the frames "
-          "(1.0 = flat)")
+    print(
+        f"  peak RSS ratio {n1}/{n0} frames: {m1 / m0:.2f} for {n1 / n0:.0f}x the frames "
+        "(1.0 = flat)"
+    )
     print(f"  ms/frame ratio: {(s1 / n1) / (s0 / n0):.2f} (1.0 = linear)")
 
 
 STAGES: dict[str, Callable[[Context], None]] = {
-    "edges": bench_edges, "flow": bench_flow, "faces": bench_faces, "run_folder": bench_run_folder,
+    "edges": bench_edges,
+    "flow": bench_flow,
+    "faces": bench_faces,
+    "run_folder": bench_run_folder,
 }
 
 
@@ -350,16 +377,26 @@ def main(argv: list[str] | None = None) -> int:
         choices=list(STAGES),
         help="stage to run (repeatable; default: all)",
     )
-    parser.add_argument("--long-clip", action="store_true",
-                        help="only the long-clip section: probe time and prepare's peak RSS "
-                        "against clip length")
-    parser.add_argument("--long-frames", default="1000,10000",
-                        help="clip lengths of --long-clip (default 1000,10000)")
-    parser.add_argument("--long-short-side", type=int, default=64,
-                        help="working short side of --long-clip's prepare (64: a 10,000-frame "
-                        "run takes under an hour on a shared 2-core machine)")
-    parser.add_argument("--measure-prepare", nargs=3, metavar=("CLIP", "RUN_DIR", "SIDE"),
-                        help=argparse.SUPPRESS)  # the child process of --long-clip
+    parser.add_argument(
+        "--long-clip",
+        action="store_true",
+        help="only the long-clip section: probe time and prepare's peak RSS against clip length",
+    )
+    parser.add_argument(
+        "--long-frames",
+        default="1000,10000",
+        help="clip lengths of --long-clip (default 1000,10000)",
+    )
+    parser.add_argument(
+        "--long-short-side",
+        type=int,
+        default=64,
+        help="working short side of --long-clip's prepare (64: a 10,000-frame "
+        "run takes under an hour on a shared 2-core machine)",
+    )
+    parser.add_argument(
+        "--measure-prepare", nargs=3, metavar=("CLIP", "RUN_DIR", "SIDE"), help=argparse.SUPPRESS
+    )  # the child process of --long-clip
     args = parser.parse_args(argv)
     if args.measure_prepare:
         _measure_prepare(*args.measure_prepare)

@@ -19,8 +19,15 @@ from napari_diffslva.video import probe, read_frames
 @pytest.fixture(scope="module")
 def tiny(tiny_models_dir):
     sd, cn = tiny_models_dir / "sd", tiny_models_dir / "controlnet"
-    return {"model": str(sd), "controlnet": str(cn), "offline": True, "device": "cpu",
-            "short_side": 64, "steps": 4, "prompt": "a person is signing"}
+    return {
+        "model": str(sd),
+        "controlnet": str(cn),
+        "offline": True,
+        "device": "cpu",
+        "short_side": 64,
+        "steps": 4,
+        "prompt": "a person is signing",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +43,14 @@ def test_anonymize_cli_json_sidecar_and_side_by_side(tiny, short_clip, tmp_path,
         args += [f"--{key.replace('_', '-')}", str(tiny[key])]
     assert main(args + ["--offline", "--device", "cpu"]) == 0
     d = json.loads(capsys.readouterr().out)
-    for key in ("frames", "rate", "output", "unet_evals_per_frame", "seconds_per_frame",
-                "peak_memory_mb"):
+    for key in (
+        "frames",
+        "rate",
+        "output",
+        "unet_evals_per_frame",
+        "seconds_per_frame",
+        "peak_memory_mb",
+    ):
         assert key in d, key
     src, anon = probe(short_clip), probe(out)
     assert d["frames"] == anon.frames == src.frames == 6 and d["rate"] == "2997/100"
@@ -55,8 +68,9 @@ def test_anonymize_cli_json_sidecar_and_side_by_side(tiny, short_clip, tmp_path,
 @pytest.mark.parametrize("name", sorted(REAL_CLIPS))
 def test_every_real_clip_keeps_frames_rate_and_size(tiny, real_clip, tmp_path, name):
     src = real_clip(name)
-    settings = AnonymizeSettings.from_flat({**tiny, "steps": 2, "strength": 0.5,
-                                            "face_module": "off"})
+    settings = AnonymizeSettings.from_flat(
+        {**tiny, "steps": 2, "strength": 0.5, "face_module": "off"}
+    )
     result = run_to_end(anonymize(src, tmp_path / "out.mp4", settings=settings))
     a, b = probe(src), probe(result.output)
     assert b.frames == a.frames
@@ -68,8 +82,9 @@ def test_every_real_clip_keeps_frames_rate_and_size(tiny, real_clip, tmp_path, n
 def test_killed_run_resumes_to_the_same_clip(tiny, short_clip, tmp_path):
     settings = AnonymizeSettings.from_flat(tiny)
     full = run_to_end(anonymize(short_clip, tmp_path / "full.mp4", settings=settings))
-    gen = anonymize(short_clip, tmp_path / "resumed.mp4", run_dir=tmp_path / "run",
-                    settings=settings)
+    gen = anonymize(
+        short_clip, tmp_path / "resumed.mp4", run_dir=tmp_path / "run", settings=settings
+    )
     for event in gen:
         if event.stage == "translate" and event.done == 3:
             gen.close()  # killed mid-run
@@ -77,10 +92,18 @@ def test_killed_run_resumes_to_the_same_clip(tiny, short_clip, tmp_path):
     assert not (tmp_path / "resumed.mp4").exists()
     done_before = {p.name for p in (tmp_path / "run/frames/anonymized").glob("*.png")}
     assert len(done_before) == 3
-    mtimes = {p.name: p.stat().st_mtime_ns
-              for p in (tmp_path / "run/frames/anonymized").glob("*.png")}
-    run_to_end(anonymize(short_clip, tmp_path / "resumed.mp4", run_dir=tmp_path / "run",
-                         settings=settings, resume=True))
+    mtimes = {
+        p.name: p.stat().st_mtime_ns for p in (tmp_path / "run/frames/anonymized").glob("*.png")
+    }
+    run_to_end(
+        anonymize(
+            short_clip,
+            tmp_path / "resumed.mp4",
+            run_dir=tmp_path / "run",
+            settings=settings,
+            resume=True,
+        )
+    )
     for p in (tmp_path / "run/frames/anonymized").glob("*.png"):
         if p.name in mtimes:
             assert p.stat().st_mtime_ns == mtimes[p.name], "finished frame recomputed"
@@ -97,23 +120,34 @@ def test_killed_run_resumes_to_the_same_clip(tiny, short_clip, tmp_path):
 
 def test_config_file_and_bad_keys(tiny, tmp_path, short_clip, capsys):
     cfg = tmp_path / "settings.toml"
-    cfg.write_text('prompt = "a superman in blue uniform is making gestures"\nseed = 3\n'
-                   'face_module = "off"\n')
+    cfg.write_text(
+        'prompt = "a superman in blue uniform is making gestures"\nseed = 3\nface_module = "off"\n'
+    )
     s = AnonymizeSettings.from_file(cfg, steps=5)
     assert s.engine.seed == 3 and s.engine.steps == 5 and s.face_module == "off"
     assert "superman" in s.engine.prompt
     cfg.write_text("promt = 'typo'\n")
     with pytest.raises(SettingsError, match="promt"):
         AnonymizeSettings.from_file(cfg)
-    code = main(["anonymize", str(short_clip), "-o", str(tmp_path / "x.mp4"),
-                 "--config", str(cfg)])
+    code = main(["anonymize", str(short_clip), "-o", str(tmp_path / "x.mp4"), "--config", str(cfg)])
     assert code == 2 and "promt" in capsys.readouterr().err
 
 
 def test_missing_model_offline_fails_fast_and_leaves_no_output(short_clip, tmp_path, capsys):
     start = time.perf_counter()
-    code = main(["anonymize", str(short_clip), "-o", str(tmp_path / "x.mp4"), "--offline",
-                 "--model", "nobody/no-such-model", "--short-side", "64"])
+    code = main(
+        [
+            "anonymize",
+            str(short_clip),
+            "-o",
+            str(tmp_path / "x.mp4"),
+            "--offline",
+            "--model",
+            "nobody/no-such-model",
+            "--short-side",
+            "64",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "no-such-model" in err and "Traceback" not in err
     assert time.perf_counter() - start < 60  # prepare runs first; no 25 s hub retries
@@ -139,7 +173,7 @@ def test_painted_mask_decides_where_the_face_module_blends(tiny, short_clip, tmp
     prepared = run_to_end(prepare_clip(short_clip, run, settings.prepare, stages=("faces",)))
     x0, y0, x1, y1 = prepared.track.boxes[4].astype(int)
     painted = np.zeros((240, 320), np.uint8)
-    painted[y0:(y0 + y1) // 2, x0:x1] = 255  # only the upper half of the face box
+    painted[y0 : (y0 + y1) // 2, x0:x1] = 255  # only the upper half of the face box
     (run / "masks").mkdir()
     cv2.imwrite(str(run / "masks" / "000004.png"), painted)
     run_to_end(anonymize(short_clip, tmp_path / "out.mp4", run_dir=run, settings=settings))
@@ -147,10 +181,11 @@ def test_painted_mask_decides_where_the_face_module_blends(tiny, short_clip, tmp
 
     rf = RunFolder(run)
     final = rf.read_frame("final", 4).astype(int)
-    generated = cv2.resize(rf.read_frame("anonymized", 4), (320, 240),
-                           interpolation=cv2.INTER_CUBIC).astype(int)
+    generated = cv2.resize(
+        rf.read_frame("anonymized", 4), (320, 240), interpolation=cv2.INTER_CUBIC
+    ).astype(int)
     changed = np.abs(final - generated).max(axis=2) > 8
     lower = np.zeros_like(changed)
-    lower[(y0 + y1) // 2 + 8: y1 + 20, x0:x1] = True
-    assert changed[y0 + 4:(y0 + y1) // 2 - 4, x0 + 4:x1 - 4].mean() > 0.3
+    lower[(y0 + y1) // 2 + 8 : y1 + 20, x0:x1] = True
+    assert changed[y0 + 4 : (y0 + y1) // 2 - 4, x0 + 4 : x1 - 4].mean() > 0.3
     assert changed[lower].mean() < 0.02  # nothing blended where the user did not paint

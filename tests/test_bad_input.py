@@ -49,18 +49,28 @@ def bad_files(tmp_path, real_clip):
     files["truncated"] = tmp_path / "truncated.mp4"
     files["truncated"].write_bytes(data[: len(data) // 3])
     rng = np.random.default_rng(0)
-    mjpeg = _encode(tmp_path / "mjpeg.avi", rng.integers(0, 255, (3, 48, 64, 3), np.uint8),
-                    codec="mjpeg", pix_fmt="yuvj420p")
+    mjpeg = _encode(
+        tmp_path / "mjpeg.avi",
+        rng.integers(0, 255, (3, 48, 64, 3), np.uint8),
+        codec="mjpeg",
+        pix_fmt="yuvj420p",
+    )
     files["codec"] = tmp_path / "unknown_codec.avi"
     files["codec"].write_bytes(mjpeg.read_bytes().replace(b"MJPG", b"ZQZQ"))
     files["huge"] = _encode(tmp_path / "huge.mp4", [np.zeros((64, 8200, 3), np.uint8)])
     return files
 
 
-@pytest.mark.parametrize("kind,needle", [
-    ("empty", "empty"), ("text", "not a readable video"), ("truncated", "not a readable video"),
-    ("codec", "unsupported codec"), ("huge", "larger than"),
-])
+@pytest.mark.parametrize(
+    "kind,needle",
+    [
+        ("empty", "empty"),
+        ("text", "not a readable video"),
+        ("truncated", "not a readable video"),
+        ("codec", "unsupported codec"),
+        ("huge", "larger than"),
+    ],
+)
 def test_bad_inputs_give_one_clear_line(bad_files, capsys, tmp_path, kind, needle):
     path = bad_files[kind]
     with pytest.raises(VideoError, match=needle):

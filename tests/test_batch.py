@@ -43,8 +43,15 @@ def _cut(src: Path, dst: Path, frames: int = FRAMES) -> Path:
 @pytest.fixture(scope="module")
 def tiny(tiny_models_dir) -> dict:
     sd_dir, cn_dir = tiny_models_dir / "sd", tiny_models_dir / "controlnet"
-    return {"model": str(sd_dir), "controlnet": str(cn_dir), "offline": True,
-            "short_side": 64, "steps": 2, "device": "cpu", "face_module": "off"}
+    return {
+        "model": str(sd_dir),
+        "controlnet": str(cn_dir),
+        "offline": True,
+        "short_side": 64,
+        "steps": 2,
+        "device": "cpu",
+        "face_module": "off",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +82,11 @@ def client():
 def _single_run(video: Path, flat: dict, out: Path, style_reference=None) -> np.ndarray:
     """The finished frames of an in-process run (lossless, from its run folder)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = run_to_end(anonymize(video, out, settings=AnonymizeSettings.from_flat(flat),
-                                  style_reference=style_reference))
+    result = run_to_end(
+        anonymize(
+            video, out, settings=AnonymizeSettings.from_flat(flat), style_reference=style_reference
+        )
+    )
     return _final_frames(result.run_dir)
 
 
@@ -109,8 +119,10 @@ class _KillOneWorker:
                     pid = self.client.run(os.getpid, workers=[worker])[worker]
                     os.kill(pid, signal.SIGKILL)
                     self.killed = (job.name, len(done))
-                    self.kept = {p: p.stat().st_mtime_ns for p in
-                                 (run.frame_path("anonymized", i) for i in done)}
+                    self.kept = {
+                        p: p.stat().st_mtime_ns
+                        for p in (run.frame_path("anonymized", i) for i in done)
+                    }
                     return
 
 
@@ -125,13 +137,16 @@ def first_run(client, corpus, config, tmp_path_factory):
     return plan, result, killer, time.perf_counter() - started
 
 
-def test_batch_matches_single_runs_despite_a_killed_worker(first_run, corpus, tiny,
-                                                           tmp_path):
+def test_batch_matches_single_runs_despite_a_killed_worker(first_run, corpus, tiny, tmp_path):
     plan, result, killer, _ = first_run
     assert killer.killed is not None, "no worker was killed mid-clip: recovery went untested"
     records = result.records
     assert {n: r["status"] for n, r in records.items()} == {
-        "house": "done", "different": "done", "soup": "done", "broken": "failed"}
+        "house": "done",
+        "different": "done",
+        "soup": "done",
+        "broken": "failed",
+    }
     # the killed clip resumed from its run folder on the retry instead of restarting:
     # the frames it had finished were kept, not computed again
     name, finished_before = killer.killed
@@ -169,11 +184,14 @@ def test_rerun_does_no_work(first_run, client, corpus, config):
     again = plan_batch([corpus], plan.outdir, settings=base, overrides=per_clip)
     result = run_to_end(run_batch(again, client, poll=0.05))
     assert {n: r["status"] for n, r in result.records.items()} == {
-        "house": "skipped", "different": "skipped", "soup": "skipped", "broken": "failed"}
+        "house": "skipped",
+        "different": "skipped",
+        "soup": "skipped",
+        "broken": "failed",
+    }
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     # a changed setting makes a clip count as unfinished again
-    changed = plan_batch([corpus], plan.outdir, settings={**base, "seed": 1},
-                         overrides=per_clip)
+    changed = plan_batch([corpus], plan.outdir, settings={**base, "seed": 1}, overrides=per_clip)
     assert not set(j.key for j in changed.jobs) & set(j.key for j in again.jobs)
 
 
@@ -181,18 +199,40 @@ def test_cli_on_a_running_scheduler(first_run, client, corpus, config, capsys):
     from napari_diffslva.cli import main
 
     plan = first_run[0]
-    code = main(["batch", str(corpus), "-o", str(plan.outdir), "--config", str(config),
-                 "--scheduler", client.scheduler.address, "--json"])
+    code = main(
+        [
+            "batch",
+            str(corpus),
+            "-o",
+            str(plan.outdir),
+            "--config",
+            str(config),
+            "--scheduler",
+            client.scheduler.address,
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 1  # the corrupt clip failed
     assert (data["done"], data["skipped"], data["failed"]) == (0, 3, 1)
     with pytest.raises(SystemExit):  # a scheduler brings its own workers
-        main(["batch", str(corpus), "-o", str(plan.outdir), "--workers", "1",
-              "--scheduler", client.scheduler.address])
+        main(
+            [
+                "batch",
+                str(corpus),
+                "-o",
+                str(plan.outdir),
+                "--workers",
+                "1",
+                "--scheduler",
+                client.scheduler.address,
+            ]
+        )
 
 
-def test_group_shares_seed_anchor_and_style_and_hash_names_hide_sources(client, real_clip,
-                                                                         tiny, tmp_path):
+def test_group_shares_seed_anchor_and_style_and_hash_names_hide_sources(
+    client, real_clip, tiny, tmp_path
+):
     from napari_diffslva.engine.style import StyleReference
 
     tiny = {**tiny, "steps": 5}  # the last step is an AdaIN step: there is a style to share
@@ -201,8 +241,14 @@ def test_group_shares_seed_anchor_and_style_and_hash_names_hide_sources(client, 
     _cut(real_clip("asl_house.gif"), corpus / "utt1_camA.mp4", 5)
     _cut(real_clip("asl_house.gif"), corpus / "utt1_camB.mp4", 8)  # own middle anchor: 4
     outdir = tmp_path / "out"
-    plan = plan_batch([corpus], outdir, settings=tiny, overrides={"utt1_camA": {"seed": 7}},
-                      group_by=r"^(utt\d+)_cam", hash_names=True)
+    plan = plan_batch(
+        [corpus],
+        outdir,
+        settings=tiny,
+        overrides={"utt1_camA": {"seed": 7}},
+        group_by=r"^(utt\d+)_cam",
+        hash_names=True,
+    )
     first, second = plan.jobs
     assert second.follows == first.name and second.settings["seed"] == 7
     records = run_to_end(run_batch(plan, client, poll=0.05)).records
@@ -212,14 +258,19 @@ def test_group_shares_seed_anchor_and_style_and_hash_names_hide_sources(client, 
     reference = StyleReference.load(RunFolder(first.run_dir))
     assert reference is not None and b["style_reference"] == reference.key
     assert "style_reference" not in a
-    expected = _single_run(corpus / "utt1_camB.mp4", {**tiny, "seed": 7, "anchor": 2},
-                           tmp_path / "single" / "b.mp4", style_reference=reference)
+    expected = _single_run(
+        corpus / "utt1_camB.mp4",
+        {**tiny, "seed": 7, "anchor": 2},
+        tmp_path / "single" / "b.mp4",
+        style_reference=reference,
+    )
     assert np.array_equal(_final_frames(second.run_dir), expected)
     assert read_frames(b["output"]).shape == expected.shape
     names = [p.relative_to(outdir).as_posix() for p in outdir.rglob("*")]
     assert names and not any("utt1" in n or "cam" in n for n in names)
     text = (outdir / "batch.json").read_text() + "".join(
-        p.read_text() for p in outdir.glob("*.json"))
+        p.read_text() for p in outdir.glob("*.json")
+    )
     assert "utt1" not in text and "camA" not in text
 
 
@@ -227,8 +278,13 @@ def test_group_members_cannot_disagree_on_the_person(tmp_path, real_clip, tiny):
     for view in ("utt1_camA", "utt1_camB"):
         _cut(real_clip("sl_soup.mp4"), tmp_path / f"{view}.mp4", 2)
     with pytest.raises(SettingsError, match="utt1_camB: seed differs"):
-        plan_batch([tmp_path], tmp_path / "out", settings=tiny,
-                   overrides={"utt1_camB": {"seed": 3}}, group_by=r"^(utt\d+)_cam")
+        plan_batch(
+            [tmp_path],
+            tmp_path / "out",
+            settings=tiny,
+            overrides={"utt1_camB": {"seed": 3}},
+            group_by=r"^(utt\d+)_cam",
+        )
 
 
 def test_discovery_names_and_groups_csv(tmp_path, real_clip):
@@ -250,19 +306,25 @@ def test_discovery_names_and_groups_csv(tmp_path, real_clip):
     clips = discover_clips([corpus], exclude=out)
     assert clip_names(clips) == ["cam1/utt01", "cam1/utt02", "cam2/utt01"]
     assert clip_names(discover_clips([str(corpus / "cam*" / "*.mp4")])) == [
-        "cam1/utt01", "cam2/utt01"]
+        "cam1/utt01",
+        "cam2/utt01",
+    ]
     with pytest.raises(VideoError, match="no file or folder matches"):
         discover_clips([str(corpus / "*.avi")])
 
     table = tmp_path / "groups.csv"
-    table.write_text("clip,group,seed,prompt,anchor\ncam1/utt01,u1,5,a man,\n"
-                     "cam2/utt01,u1,,,1\nmissing,u9,,,\n")
+    table.write_text(
+        "clip,group,seed,prompt,anchor\ncam1/utt01,u1,5,a man,\ncam2/utt01,u1,,,1\nmissing,u9,,,\n"
+    )
     groups, overrides = read_groups_csv(table)
     assert groups == {"cam1/utt01": "u1", "cam2/utt01": "u1", "missing": "u9"}
-    assert overrides == {"cam1/utt01": {"seed": 5, "prompt": "a man"},
-                         "cam2/utt01": {"anchor": 1}}
-    plan = plan_batch([corpus / "cam1" / "utt01.mp4", corpus / "cam2" / "utt01.mp4"],
-                      tmp_path / "o", settings={"steps": 2}, groups_csv=table)
+    assert overrides == {"cam1/utt01": {"seed": 5, "prompt": "a man"}, "cam2/utt01": {"anchor": 1}}
+    plan = plan_batch(
+        [corpus / "cam1" / "utt01.mp4", corpus / "cam2" / "utt01.mp4"],
+        tmp_path / "o",
+        settings={"steps": 2},
+        groups_csv=table,
+    )
     one, two = plan.jobs
     assert two.settings["seed"] == 5 and two.settings["prompt"] == "a man"
     assert two.follows is None  # its own anchor was given explicitly
@@ -274,8 +336,15 @@ def test_config_reads_toml_tables_and_sidecars(tmp_path):
     toml.write_text('steps = 3\n[clips."utt01"]\nprompt = "an old man"\n')
     assert read_config(toml) == ({"steps": 3}, {"utt01": {"prompt": "an old man"}})
     sidecar = tmp_path / "out.mp4.json"
-    sidecar.write_text(json.dumps({"tool": "napari-diffslva", "source": {"frames": 3},
-                                   "anonymize": {"steps": 4, "face_weights": None}}))
+    sidecar.write_text(
+        json.dumps(
+            {
+                "tool": "napari-diffslva",
+                "source": {"frames": 3},
+                "anonymize": {"steps": 4, "face_weights": None},
+            }
+        )
+    )
     assert read_config(sidecar) == ({"steps": 4}, {})
     bad = tmp_path / "bad.toml"
     bad.write_text("stepz = 3\n")

@@ -21,8 +21,9 @@ def _blurred_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
 
 
-@pytest.mark.parametrize("name", ["sl_soup.mp4", "asl_different.gif", "asl_selfie_webcam.mp4",
-                                  "sl_tiny_hd_9frames.mp4"])
+@pytest.mark.parametrize(
+    "name", ["sl_soup.mp4", "asl_different.gif", "asl_selfie_webcam.mp4", "sl_tiny_hd_9frames.mp4"]
+)
 def test_round_trip_keeps_count_rate_timestamps(real_clip, tmp_path, name):
     src = real_clip(name)
     info = probe(src)
@@ -57,8 +58,9 @@ def test_odd_size_keeps_visible_size(tmp_path):
     frames = rng.integers(0, 255, (5, 241, 321, 3), dtype=np.uint8)
     frames[:] = np.clip(frames.astype(int) // 32 * 32, 0, 255)
     for mode, size in (("yuv444", (321, 241)), ("pad", (322, 242))):
-        out = write_video(frames, tmp_path / f"{mode}.mp4", rate=Fraction(30000, 1001),
-                          odd_size=mode)
+        out = write_video(
+            frames, tmp_path / f"{mode}.mp4", rate=Fraction(30000, 1001), odd_size=mode
+        )
         info = probe(out)
         assert (info.width, info.height) == size
         assert info.frames == 5 and info.rate == Fraction(30000, 1001)
@@ -67,8 +69,9 @@ def test_odd_size_keeps_visible_size(tmp_path):
 def test_short_gop_every_frame_seekable(tmp_path, real_clip):
     import av
 
-    out = write_video(read_frames(real_clip("face_talking.mp4"), 0, 40), tmp_path / "g.mp4",
-                      rate=25)
+    out = write_video(
+        read_frames(real_clip("face_talking.mp4"), 0, 40), tmp_path / "g.mp4", rate=25
+    )
     with av.open(str(out)) as c:
         keys = [p.is_keyframe for p in c.demux(video=0) if p.size]
     assert sum(keys) >= 40 // 12

@@ -36,16 +36,19 @@ def test_packaged_manifest_is_the_top_level_file():
 
 def test_npe2_validate_editable_install():
     npe2 = Path(sys.executable).with_name("npe2")
-    result = subprocess.run([str(npe2), "validate", "napari-diffslva"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [str(npe2), "validate", "napari-diffslva"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in (result.stdout + result.stderr).lower()
 
 
 def test_importing_the_package_is_cheap():
-    code = ("import sys, napari_diffslva, napari_diffslva._reader, napari_diffslva._writer;"
-            "print(sorted(m for m in ('torch','diffusers','dlib','cv2','PyQt6','napari')"
-            " if m in sys.modules))")
+    code = (
+        "import sys, napari_diffslva, napari_diffslva._reader, napari_diffslva._writer;"
+        "print(sorted(m for m in ('torch','diffusers','dlib','cv2','PyQt6','napari')"
+        " if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -54,14 +57,20 @@ def test_importing_the_package_is_cheap():
 def test_wheel_installs_and_plugin_is_discovered(tmp_path):
     """Build a wheel, install it (no deps) into a fresh venv, find the manifest by entry point."""
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o", str(dist),
-                    str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o", str(dist), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(dist.glob("napari_diffslva-*.whl"))
     env = tmp_path / "venv"
     venv.create(env, with_pip=True)
     py = env / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     code = (
         "from importlib.metadata import entry_points;"
         "from importlib.resources import files;"

@@ -107,8 +107,7 @@ def test_flow_occlusion_and_vectors(prepared):
     stored_occ = prepared.flows.read(1)["anchor_occlusion"]
     assert np.array_equal(occ[1].compute(), stored_occ) and stored_occ.dtype == np.uint8
     # (the first frames barely move at 64 px: keep even tiny vectors)
-    vec, kw, kind = nl.flow_vectors_layer(prepared, "prev", step=8, frames=[3],
-                                          min_magnitude=0.01)
+    vec, kw, kind = nl.flow_vectors_layer(prepared, "prev", step=8, frames=[3], min_magnitude=0.01)
     assert kind == "vectors" and vec.shape[1:] == (2, 3)
     assert len(vec) == len(flow_vectors(stored["prev_flow"], step=8, min_magnitude=0.01)) > 0
     assert (vec[:, 0, 0] == 3).all() and (vec[:, 1, 0] == 0).all()
@@ -168,7 +167,15 @@ def test_box_edits_range_status_and_anchor_survive_reopening(prepared, clip):
 
 def test_prepared_layers_cover_every_result(prepared):
     names = [kw["name"] for _, kw, _ in nl.prepared_layers(prepared, vectors=True)]
-    assert names == ["edges", "flow (prev)", "occlusion (prev)", "flow vectors (prev)",
-                     "face mask", "landmarks", "face boxes", "anchor"]
+    assert names == [
+        "edges",
+        "flow (prev)",
+        "occlusion (prev)",
+        "flow vectors (prev)",
+        "face mask",
+        "landmarks",
+        "face boxes",
+        "anchor",
+    ]
     with pytest.raises(Exception, match="frame status"):
         nl.with_status({}, [1], "gone")

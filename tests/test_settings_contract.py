@@ -76,7 +76,8 @@ def test_reference_page_is_up_to_date():
 
     page = (REPO / "docs/settings.md").read_text()
     assert page.strip() == markdown(SETTINGS_CLASSES).strip(), (
-        "docs/settings.md is stale: napari-diffslva settings --markdown > docs/settings.md")
+        "docs/settings.md is stale: napari-diffslva settings --markdown > docs/settings.md"
+    )
 
 
 def test_sidecar_settings_are_valid_config(tmp_path):

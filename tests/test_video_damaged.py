@@ -46,11 +46,11 @@ def _overwrite_packets(src: Path, dst: Path, which: list[int], mode: str = "garb
     for i in which:
         _, pos, size, _ = _packets(src)[i]
         if mode == "garbage":
-            data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            data[pos : pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
         elif mode == "zero":
-            data[pos:pos + size] = bytes(size)
+            data[pos : pos + size] = bytes(size)
         else:  # "half": the second half of the packet lost; the decoder conceals it
-            data[pos + size // 2:pos + size] = bytes(size - size // 2)
+            data[pos + size // 2 : pos + size] = bytes(size - size // 2)
     dst.write_bytes(bytes(data))
     return dst
 
@@ -105,21 +105,20 @@ def cases(real_clip, tmp_path_factory) -> dict[str, Path]:
     # face_talking.mp4 has its index (moov) first: cut, the index claims all 169 frames
     data = talking.read_bytes()
     made["index_overcounts"] = folder / "cut.mp4"
-    made["index_overcounts"].write_bytes(data[:len(data) // 3])
+    made["index_overcounts"].write_bytes(data[: len(data) // 3])
     # a Matroska stream has no frame index; cut, its header still claims the whole duration
     mkv = _remux(soup, folder / "whole.mkv", fmt="matroska").read_bytes()
     made["last_packets_lost"] = folder / "lost_tail.mkv"
-    made["last_packets_lost"].write_bytes(mkv[:len(mkv) * 2 // 3])
+    made["last_packets_lost"].write_bytes(mkv[: len(mkv) * 2 // 3])
     # every packet from 20 on zeroed: the index is complete, the data stops half-way
-    made["data_stops"] = _overwrite_packets(soup, folder / "stops.mp4", list(range(20, 41)),
-                                            "zero")
+    made["data_stops"] = _overwrite_packets(soup, folder / "stops.mp4", list(range(20, 41)), "zero")
     # negative timestamps for the first 3 frames: the muxer writes an edit list hiding them;
     # then its segment is shortened to 30 frames, hiding the last 8 too
     edit = _remux(soup, folder / "edit_raw.mp4", shift=3 * 100)  # 100 = one frame
     raw = bytearray(edit.read_bytes())
     at = raw.index(b"elst") + 12  # box type, version+flags, entry count, then the entry
-    assert struct.unpack(">II", raw[at:at + 8])[1] == 1200  # media time: 3 frames in
-    raw[at:at + 4] = struct.pack(">I", 1001)  # segment duration: 30 frames at 29.97 fps
+    assert struct.unpack(">II", raw[at : at + 8])[1] == 1200  # media time: 3 frames in
+    raw[at : at + 4] = struct.pack(">I", 1001)  # segment duration: 30 frames at 29.97 fps
     made["edit_list"] = folder / "edit.mp4"
     made["edit_list"].write_bytes(bytes(raw))
     made["damaged_middle"] = _overwrite_packets(soup, folder / "damaged.mp4", [17])
@@ -188,11 +187,14 @@ def test_edit_list_that_hides_frames(cases):
     _assert_matches_pyav(path, info)
 
 
-@pytest.mark.parametrize("case,name,packet", [
-    ("damaged_middle", "sl_soup.mp4", 17),
-    ("damaged_middle_bframes", "face_talking.mp4", 20),
-    ("concealed_middle", "sl_soup.mp4", 17),
-])
+@pytest.mark.parametrize(
+    "case,name,packet",
+    [
+        ("damaged_middle", "sl_soup.mp4", 17),
+        ("damaged_middle_bframes", "face_talking.mp4", 20),
+        ("concealed_middle", "sl_soup.mp4", 17),
+    ],
+)
 def test_damaged_frame_in_the_middle(cases, real_clip, case, name, packet):
     path = cases[case]
     info = probe(path)  # cheap: the count is right, the damage is not looked for
@@ -253,8 +255,9 @@ def test_probe_cli_reports_the_claim(cases, capsys):
     assert d["damaged_frames"] == [17] and d["frames"] == 41
 
 
-@pytest.mark.parametrize("case", ["index_overcounts", "last_packets_lost", "data_stops",
-                                  "edit_list"])
+@pytest.mark.parametrize(
+    "case", ["index_overcounts", "last_packets_lost", "data_stops", "edit_list"]
+)
 def test_export_has_exactly_the_decodable_frames(cases, tmp_path, case):
     src = cases[case]
     out = tmp_path / "out.mp4"
@@ -287,9 +290,23 @@ def test_export_repeat_keeps_count_and_timing(cases, tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tiny_models_dir):
     sd, cn = tiny_models_dir / "sd", tiny_models_dir / "controlnet"
-    return ["--model", str(sd), "--controlnet", str(cn), "--offline", "--device", "cpu",
-            "--short-side", "64", "--steps", "2", "--prompt", "a person is signing",
-            "--face-module", "off"]
+    return [
+        "--model",
+        str(sd),
+        "--controlnet",
+        str(cn),
+        "--offline",
+        "--device",
+        "cpu",
+        "--short-side",
+        "64",
+        "--steps",
+        "2",
+        "--prompt",
+        "a person is signing",
+        "--face-module",
+        "off",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -314,16 +331,18 @@ def small(real_clip, tmp_path_factory) -> dict[str, Path]:
             c.mux(p)
     _, pos, size, _ = _packets(whole)[6]
     cut = folder / "cut.mp4"
-    cut.write_bytes(whole.read_bytes()[:pos + size // 2])  # frame 6 half there, 7 gone
+    cut.write_bytes(whole.read_bytes()[: pos + size // 2])  # frame 6 half there, 7 gone
     return {"cut": cut, "damaged": _overwrite_packets(whole, folder / "damaged.mp4", [3])}
 
 
 @pytest.mark.parametrize("command", ["export", "prepare", "anonymize"])
 def test_default_error_is_one_line_exit_2(small, tmp_path, capsys, tiny, command):
     src, out = small["damaged"], tmp_path / "out.mp4"
-    argv = {"export": ["export", str(src), str(out)],
-            "prepare": ["prepare", str(src), "-o", str(tmp_path / "run")],
-            "anonymize": ["anonymize", str(src), "-o", str(out), *tiny]}[command]
+    argv = {
+        "export": ["export", str(src), str(out)],
+        "prepare": ["prepare", str(src), "-o", str(tmp_path / "run")],
+        "anonymize": ["anonymize", str(src), "-o", str(out), *tiny],
+    }[command]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
@@ -333,13 +352,28 @@ def test_default_error_is_one_line_exit_2(small, tmp_path, capsys, tiny, command
 
 def test_prepare_repeat_records_the_damaged_frame(small, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["prepare", str(small["damaged"]), "-o", str(run), "--on-damaged-frame",
-                 "repeat", "--short-side", "64", "--json"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(small["damaged"]),
+                "-o",
+                str(run),
+                "--on-damaged-frame",
+                "repeat",
+                "--short-side",
+                "64",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["damaged_frames"] == [3]
     meta = json.loads((run / "run.json").read_text())
     assert meta["source"]["damaged_frames"] == [3] and meta["stand_ins"] == {"3": 2}
-    assert json.loads((run / "settings.json").read_text())["prepare"]["on_damaged_frame"] \
-        == "repeat"
+    assert (
+        json.loads((run / "settings.json").read_text())["prepare"]["on_damaged_frame"] == "repeat"
+    )
 
 
 def test_anonymize_a_cut_clip(small, tmp_path, capsys, tiny):
@@ -358,8 +392,12 @@ def test_anonymize_a_cut_clip(small, tmp_path, capsys, tiny):
 
 def test_anonymize_and_audit_with_repeat(small, tmp_path, capsys, tiny):
     src, out, report = small["damaged"], tmp_path / "anon.mp4", tmp_path / "report"
-    assert main(["anonymize", str(src), "-o", str(out), "--json", "--on-damaged-frame",
-                 "repeat", *tiny]) == 0
+    assert (
+        main(
+            ["anonymize", str(src), "-o", str(out), "--json", "--on-damaged-frame", "repeat", *tiny]
+        )
+        == 0
+    )
     a, b = probe(src), probe(out)
     assert b.frames == a.frames == 8
     np.testing.assert_allclose(b.timing.timestamps, a.timing.timestamps, atol=1e-3)
@@ -367,8 +405,7 @@ def test_anonymize_and_audit_with_repeat(small, tmp_path, capsys, tiny):
     assert sidecar["source"]["damaged_frames"] == [3] and sidecar["stand_ins"] == {"3": 2}
     assert sidecar["anonymize"]["on_damaged_frame"] == "repeat"
     capsys.readouterr()
-    assert main(["audit", str(src), str(out), "--json", "--quiet", "--report",
-                 str(report)]) == 0
+    assert main(["audit", str(src), str(out), "--json", "--quiet", "--report", str(report)]) == 0
     audit = json.loads(capsys.readouterr().out)
     assert audit["damaged_frames"] == [3] and audit["frames"] == 8
     assert "damaged source frames" in (report / "report.html").read_text()
@@ -378,8 +415,7 @@ def test_batch_takes_the_option_from_flags_and_config():
     from napari_diffslva.cli import build_parser
     from napari_diffslva.cli.anonymize import given_settings
 
-    args = build_parser().parse_args(["batch", "in", "-o", "out", "--on-damaged-frame",
-                                      "repeat"])
+    args = build_parser().parse_args(["batch", "in", "-o", "out", "--on-damaged-frame", "repeat"])
     assert given_settings(args)["on_damaged_frame"] == "repeat"
     args = build_parser().parse_args(["batch", "in", "-o", "out"])
     assert "on_damaged_frame" not in given_settings(args)  # a config file's value stands
@@ -401,9 +437,16 @@ def test_napari_reader_shows_the_decodable_frames(cases):
 def test_batch_record_lists_the_source_deviations(small, tmp_path, tiny_models_dir):
     from napari_diffslva.batch import anonymize_job, plan_batch
 
-    settings = {"model": str(tiny_models_dir / "sd"), "controlnet": str(tiny_models_dir /
-                "controlnet"), "offline": True, "device": "cpu", "short_side": 64, "steps": 2,
-                "prompt": "a person is signing", "face_module": "off"}
+    settings = {
+        "model": str(tiny_models_dir / "sd"),
+        "controlnet": str(tiny_models_dir / "controlnet"),
+        "offline": True,
+        "device": "cpu",
+        "short_side": 64,
+        "steps": 2,
+        "prompt": "a person is signing",
+        "face_module": "off",
+    }
     plan = plan_batch([str(small["cut"])], tmp_path / "out", settings=settings)
     record = anonymize_job(plan.jobs[0])  # what a dask worker runs, here in-process
     assert record["status"] == "done" and record["frames"] == 6

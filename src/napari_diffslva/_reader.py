@@ -52,6 +52,11 @@ def video_layer_kwargs(info, name: str = "original") -> dict[str, Any]:
         "name": name,
         "rgb": True,
         "contrast_limits": (0, 255),
-        "metadata": {"diffslva": {"source": source, "timing": info.timing.to_dict(),
-                                  "notes": source_notes(source)}},
+        "metadata": {
+            "diffslva": {
+                "source": source,
+                "timing": info.timing.to_dict(),
+                "notes": source_notes(source),
+            }
+        },
     }

@@ -52,8 +52,9 @@ GLOB_CHARS = "*?["
 
 
 # -- inputs ----------------------------------------------------------------------------------
-def discover_clips(inputs: Sequence[str | os.PathLike], *, exclude: Path | None = None
-                   ) -> list[Path]:
+def discover_clips(
+    inputs: Sequence[str | os.PathLike], *, exclude: Path | None = None
+) -> list[Path]:
     """Clips named by files, folders (searched recursively) and glob patterns, in order.
 
     In folders, every video/GIF file is a clip, and so is every folder of images that holds
@@ -74,21 +75,27 @@ def discover_clips(inputs: Sequence[str | os.PathLike], *, exclude: Path | None 
         else:
             raise VideoError(f"{text}: no such file or folder")
         for candidate in candidates:
-            found.extend(_clips_in_folder(candidate, exclude) if candidate.is_dir()
-                         and not _is_image_sequence(candidate) else [candidate])
+            found.extend(
+                _clips_in_folder(candidate, exclude)
+                if candidate.is_dir() and not _is_image_sequence(candidate)
+                else [candidate]
+            )
     unique: dict[Path, Path] = {}
     for clip in found:
         unique.setdefault(clip.resolve(), clip)
     if not unique:
-        raise VideoError(f"no clips ({', '.join(VIDEO_SUFFIXES)} or image folders) in "
-                         f"{', '.join(map(str, inputs))}")
+        raise VideoError(
+            f"no clips ({', '.join(VIDEO_SUFFIXES)} or image folders) in "
+            f"{', '.join(map(str, inputs))}"
+        )
     return list(unique.values())
 
 
 def _is_image_sequence(folder: Path) -> bool:
     names = [f for f in folder.iterdir() if f.is_file()]
-    return (any(f.suffix.lower() in IMAGE_SUFFIXES for f in names)
-            and not any(f.suffix.lower() in VIDEO_SUFFIXES for f in names))
+    return any(f.suffix.lower() in IMAGE_SUFFIXES for f in names) and not any(
+        f.suffix.lower() in VIDEO_SUFFIXES for f in names
+    )
 
 
 def _clips_in_folder(folder: Path, exclude: Path | None) -> list[Path]:
@@ -96,10 +103,14 @@ def _clips_in_folder(folder: Path, exclude: Path | None) -> list[Path]:
     skip = exclude.resolve() if exclude is not None else None
     for root, dirs, files in os.walk(folder):
         here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and (skip is None or (here / d).resolve() != skip))
-        videos = sorted(f for f in files if Path(f).suffix.lower() in VIDEO_SUFFIXES
-                        and not f.startswith("."))
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and (skip is None or (here / d).resolve() != skip)
+        )
+        videos = sorted(
+            f for f in files if Path(f).suffix.lower() in VIDEO_SUFFIXES and not f.startswith(".")
+        )
         clips.extend(here / f for f in videos)
         if not videos and here != folder and _is_image_sequence(here):
             clips.append(here)
@@ -122,8 +133,10 @@ def clip_names(clips: Sequence[Path]) -> list[str]:
     seen: dict[str, Path] = {}
     for name, clip in zip(names, clips, strict=True):
         if name in seen:
-            raise VideoError(f"{seen[name]} and {clip} would both be written as {name}"
-                             f"{OUTPUT_SUFFIX}; rename one or pass --hash-names")
+            raise VideoError(
+                f"{seen[name]} and {clip} would both be written as {name}"
+                f"{OUTPUT_SUFFIX}; rename one or pass --hash-names"
+            )
         seen[name] = clip
     return names
 
@@ -131,7 +144,7 @@ def clip_names(clips: Sequence[Path]) -> list[str]:
 def content_hash(clip: Path) -> str:
     """sha256 of a file's bytes, or of a folder's images in order (as :func:`video.probe`)."""
     digest = hashlib.sha256()
-    for path in (sorted_images(clip) if clip.is_dir() else [clip]):
+    for path in sorted_images(clip) if clip.is_dir() else [clip]:
         with open(path, "rb") as fh:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
@@ -174,8 +187,10 @@ def _parse_cell(column: str, text: str, where: str) -> Any:
     """A CSV cell as the setting's type: strings stay text, anything else is JSON."""
     kind = _setting_types().get(column)
     if kind is None:
-        raise SettingsError(f"{where}: unknown setting column {column!r} "
-                            "(see `napari-diffslva anonymize --help` for the valid names)")
+        raise SettingsError(
+            f"{where}: unknown setting column {column!r} "
+            "(see `napari-diffslva anonymize --help` for the valid names)"
+        )
     if kind.startswith("str"):
         try:
             value = json.loads(text)
@@ -248,12 +263,18 @@ class BatchPlan:
         return self.outdir / MANIFEST
 
 
-def plan_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
-               settings: dict[str, Any] | None = None,
-               overrides: dict[str, dict[str, Any]] | None = None,
-               group_by: str | None = None, groups_csv: str | os.PathLike | None = None,
-               hash_names: bool = False, audit: bool = False,
-               runs_dir: str | os.PathLike | None = None) -> BatchPlan:
+def plan_batch(
+    inputs: Sequence[str | os.PathLike],
+    outdir: str | os.PathLike,
+    *,
+    settings: dict[str, Any] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    group_by: str | None = None,
+    groups_csv: str | os.PathLike | None = None,
+    hash_names: bool = False,
+    audit: bool = False,
+    runs_dir: str | os.PathLike | None = None,
+) -> BatchPlan:
     """Find the clips and fix each one's output, run folder and settings.
 
     Settings: ``settings`` (flat keys), then ``overrides`` (per clip, e.g. a config file's
@@ -329,15 +350,30 @@ def plan_batch(inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, *
         if group is not None and first_of[group] != name and "anchor" not in explicit[name]:
             follows = first_of[group]
         key = settings_key(flat, group, follows, stat.st_size, stat.st_mtime_ns)
-        jobs.append(ClipJob(
-            name=ident, source=str(clip), output=str(out / (ident + OUTPUT_SUFFIX)),
-            run_dir=str(runs / (ident + ".diffslva-run")), settings=flat, key=key,
-            group=group, follows=follows, audit=audit, hide_source=hash_names,
-        ))
+        jobs.append(
+            ClipJob(
+                name=ident,
+                source=str(clip),
+                output=str(out / (ident + OUTPUT_SUFFIX)),
+                run_dir=str(runs / (ident + ".diffslva-run")),
+                settings=flat,
+                key=key,
+                group=group,
+                follows=follows,
+                audit=audit,
+                hide_source=hash_names,
+            )
+        )
     if hash_names:  # groups and dependencies by hash name, too
         rename = {n: j.name for n, j in zip(names, jobs, strict=True)}
-        jobs = [replace(j, follows=rename.get(j.follows) if j.follows else None,
-                             group=settings_key(j.group)[:8] if j.group else None) for j in jobs]
+        jobs = [
+            replace(
+                j,
+                follows=rename.get(j.follows) if j.follows else None,
+                group=settings_key(j.group)[:8] if j.group else None,
+            )
+            for j in jobs
+        ]
         if len({j.name for j in jobs}) < len(jobs):
             raise VideoError("two input clips have identical content; remove the duplicate")
     run_dirs = {j.name: j.run_dir for j in jobs}
@@ -349,8 +385,9 @@ def _compile(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise SettingsError(f"--group-by {pattern!r}: not a valid regular expression ({exc})"
-                            ) from exc
+        raise SettingsError(
+            f"--group-by {pattern!r}: not a valid regular expression ({exc})"
+        ) from exc
 
 
 # -- one clip, on a worker -------------------------------------------------------------------
@@ -378,8 +415,14 @@ def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict
     from .project import RunFolder
 
     started = time.time()
-    record: dict[str, Any] = {"status": "failed", "output": None, "error": None,
-                              "key": job.key, "group": job.group, "worker": _worker_name()}
+    record: dict[str, Any] = {
+        "status": "failed",
+        "output": None,
+        "error": None,
+        "key": job.key,
+        "group": job.group,
+        "worker": _worker_name(),
+    }
     if not job.hide_source:
         record["input"] = job.source
     stages: dict[str, float] = {}
@@ -404,12 +447,19 @@ def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict
         settings = AnonymizeSettings.from_flat(flat)
         record["resumed_frames"] = len(RunFolder(job.run_dir).manifest(TRANSLATED)["done"])
         Path(job.output).parent.mkdir(parents=True, exist_ok=True)
-        result = run_to_end(anonymize(job.source, job.output, run_dir=job.run_dir,
-                                      settings=settings, resume=True, overwrite=True,
-                                      style_reference=style),
-                            on_progress)
-        record.update(status="done", output=job.output, frames=result.frames,
-                      anchor=result.anchor)
+        result = run_to_end(
+            anonymize(
+                job.source,
+                job.output,
+                run_dir=job.run_dir,
+                settings=settings,
+                resume=True,
+                overwrite=True,
+                style_reference=style,
+            ),
+            on_progress,
+        )
+        record.update(status="done", output=job.output, frames=result.frames, anchor=result.anchor)
         source = source_record(RunFolder(job.run_dir).read_run())
         if source["deviations"]:  # a lost end, damaged frames: written down per clip
             record["source_deviations"] = source["deviations"]
@@ -417,9 +467,12 @@ def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict
             record["audit"] = _audit_summary(job)
     except DiffslvaError as exc:
         record["error"] = _one_line(exc, job)
-    record.update(seconds=round(time.time() - started, 3),
-                  stages={k: round(v, 3) for k, v in stages.items()},
-                  started=_iso(started), finished=_iso(time.time()))
+    record.update(
+        seconds=round(time.time() - started, 3),
+        stages={k: round(v, 3) for k, v in stages.items()},
+        started=_iso(started),
+        finished=_iso(time.time()),
+    )
     return record
 
 
@@ -434,8 +487,11 @@ def _audit_summary(job: ClipJob) -> dict[str, Any]:
         return {"error": _one_line(exc, job)}
     identity = data["identity"]
     return {
-        "identity": {**identity["summary"], "leak_frames": len(identity["leak_frames"]),
-                     "no_face_frames": len(identity["no_face_frames"])},
+        "identity": {
+            **identity["summary"],
+            "leak_frames": len(identity["leak_frames"]),
+            "no_face_frames": len(identity["no_face_frames"]),
+        },
         "expression": data["expression"]["summary"],
         "hands": data["hands"]["summary"],
         "temporal": {k: v for k, v in data["temporal"].items() if not isinstance(v, list)},
@@ -467,8 +523,12 @@ class BatchManifest:
     def finished(self, job: ClipJob) -> dict[str, Any] | None:
         """The earlier record of ``job`` when it finished under the same key, output there."""
         rec = self.clips.get(job.name)
-        if rec and rec.get("status") in FINISHED and rec.get("key") == job.key \
-                and Path(job.output).is_file():
+        if (
+            rec
+            and rec.get("status") in FINISHED
+            and rec.get("key") == job.key
+            and Path(job.output).is_file()
+        ):
             return rec
         return None
 
@@ -483,10 +543,16 @@ class BatchManifest:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, {
-            "tool": "napari-diffslva", "version": __version__, "updated": _iso(time.time()),
-            "summary": self.counts(), "clips": self.clips,
-        })
+        atomic_write_json(
+            self.path,
+            {
+                "tool": "napari-diffslva",
+                "version": __version__,
+                "updated": _iso(time.time()),
+                "summary": self.counts(),
+                "clips": self.clips,
+            },
+        )
 
 
 # -- the dask run ----------------------------------------------------------------------------
@@ -516,8 +582,13 @@ class BatchResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"manifest": str(self.manifest), "seconds": round(self.seconds, 3),
-                **self.counts(), "notes": self.notes, "clips": self.records}
+        return {
+            "manifest": str(self.manifest),
+            "seconds": round(self.seconds, 3),
+            **self.counts(),
+            "notes": self.notes,
+            "clips": self.records,
+        }
 
 
 def needs_gpu(device: str, gpu_workers: bool) -> bool:
@@ -528,8 +599,10 @@ def needs_gpu(device: str, gpu_workers: bool) -> bool:
     """
     if device.startswith("cuda"):
         if not gpu_workers:
-            raise SettingsError("device 'cuda' but no dask worker declares a GPU; start workers "
-                                "with `--resources GPU=1` (one per GPU) or use device 'auto'")
+            raise SettingsError(
+                "device 'cuda' but no dask worker declares a GPU; start workers "
+                "with `--resources GPU=1` (one per GPU) or use device 'auto'"
+            )
         return True
     return device == "auto" and gpu_workers
 
@@ -539,8 +612,9 @@ def gpu_workers(client: Client) -> bool:
     return any(w.get("resources", {}).get("GPU", 0) > 0 for w in info["workers"].values())
 
 
-def run_batch(plan: BatchPlan, client: Client, *, retries: int = 2, poll: float = 1.0
-              ) -> ProgressGenerator[BatchResult]:
+def run_batch(
+    plan: BatchPlan, client: Client, *, retries: int = 2, poll: float = 1.0
+) -> ProgressGenerator[BatchResult]:
     """Run every unfinished clip of ``plan`` on ``client``'s cluster; yields progress.
 
     Yields ``Progress("batch", finished, total, seconds, BatchStatus)`` when a clip ends and
@@ -566,8 +640,11 @@ def run_batch(plan: BatchPlan, client: Client, *, retries: int = 2, poll: float 
             records[job.name] = {**earlier, "status": "skipped"}
             manifest.clips[job.name] = records[job.name]
         else:
-            manifest.clips[job.name] = {**manifest.clips.get(job.name, {}), "status": "pending",
-                                        "key": job.key}
+            manifest.clips[job.name] = {
+                **manifest.clips.get(job.name, {}),
+                "status": "pending",
+                "key": job.key,
+            }
     todo = [job for job in plan.jobs if job.name not in records]
     gpu = {job.name: needs_gpu(str(job.settings.get("device", "auto")), gpus) for job in todo}
     manifest.save()
@@ -576,9 +653,15 @@ def run_batch(plan: BatchPlan, client: Client, *, retries: int = 2, poll: float 
         reference: Any = None
         if job.follows is not None:
             reference = submitted.get(job.follows) or records.get(job.follows)
-        future = client.submit(anonymize_job, job, reference, key=f"clip-{job.name}-{job.key}-"
-                               f"{time.time_ns()}", retries=retries, pure=False,
-                               resources={"GPU": 1} if gpu[job.name] else None)
+        future = client.submit(
+            anonymize_job,
+            job,
+            reference,
+            key=f"clip-{job.name}-{job.key}-{time.time_ns()}",
+            retries=retries,
+            pure=False,
+            resources={"GPU": 1} if gpu[job.name] else None,
+        )
         submitted[job.name] = future
         futures[future] = job.name
     # Hold each future only until collected: a held result pins its worker's memory, and a
@@ -592,8 +675,9 @@ def run_batch(plan: BatchPlan, client: Client, *, retries: int = 2, poll: float 
             counts[rec["status"]] += 1
         keys = {f.key for f in futures}
         running = sum(1 for ks in client.processing().values() for k in ks if k in keys)
-        return BatchStatus(**counts, running=running,
-                           waiting=total - len(records) - running, last=last)
+        return BatchStatus(
+            **counts, running=running, waiting=total - len(records) - running, last=last
+        )
 
     tick = time.perf_counter()
     yield Progress("batch", len(records), total, 0.0, status())
@@ -618,8 +702,12 @@ def run_batch(plan: BatchPlan, client: Client, *, retries: int = 2, poll: float 
     finally:
         for future in futures:
             future.cancel()
-    return BatchResult(manifest=plan.manifest_path, records=records, notes=plan.notes,
-                       seconds=time.perf_counter() - started)
+    return BatchResult(
+        manifest=plan.manifest_path,
+        records=records,
+        notes=plan.notes,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _collect(future: Any, job: ClipJob) -> dict[str, Any]:
@@ -627,16 +715,22 @@ def _collect(future: Any, job: ClipJob) -> dict[str, Any]:
     if future.status == "finished":
         return future.result()
     exc = future.exception()
-    rec = {"status": "failed", "output": None, "key": job.key, "group": job.group,
-           "error": f"{type(exc).__name__}: {_one_line(exc, job)}"}
+    rec = {
+        "status": "failed",
+        "output": None,
+        "key": job.key,
+        "group": job.group,
+        "error": f"{type(exc).__name__}: {_one_line(exc, job)}",
+    }
     if not job.hide_source:
         rec["input"] = job.source
     return rec
 
 
 @contextmanager
-def batch_client(scheduler: str | None = None, workers: int | None = None,
-                 gpu: bool = False) -> Iterator[Client]:
+def batch_client(
+    scheduler: str | None = None, workers: int | None = None, gpu: bool = False
+) -> Iterator[Client]:
     """A client on ``scheduler`` (an address), or on a new local cluster of processes.
 
     The local cluster has ``workers`` worker processes (default one), each running one
@@ -648,8 +742,10 @@ def batch_client(scheduler: str | None = None, workers: int | None = None,
 
     if scheduler is not None:
         if workers is not None:
-            raise SettingsError("give --scheduler or --workers, not both (the scheduler's "
-                                "workers are started where the cluster runs)")
+            raise SettingsError(
+                "give --scheduler or --workers, not both (the scheduler's "
+                "workers are started where the cluster runs)"
+            )
         with Client(scheduler) as client:
             yield client
         return
@@ -663,8 +759,13 @@ def batch_client(scheduler: str | None = None, workers: int | None = None,
     # would fail or not depending on machine speed. A local worker that really dies is
     # seen at once by its nanny; a hung one is the user's to stop.
     with dask.config.set({"distributed.scheduler.worker-ttl": None}):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, resources={"GPU": 1} if gpu else None)
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            resources={"GPU": 1} if gpu else None,
+        )
     try:
         with Client(cluster) as client:
             yield client

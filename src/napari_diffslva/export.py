@@ -50,14 +50,18 @@ def source_record(run_meta: dict[str, Any]) -> dict[str, Any]:
 
 def info_record(info: VideoInfo, policy: str) -> dict[str, Any]:
     """:func:`source_record` for a clip read directly (no run folder)."""
-    return source_record({
-        "source": info.to_dict(), "on_damaged_frame": policy,
-        "stand_ins": {str(k): v for k, v in stand_ins(info.damaged or (), info.frames).items()},
-    })
+    return source_record(
+        {
+            "source": info.to_dict(),
+            "on_damaged_frame": policy,
+            "stand_ins": {str(k): v for k, v in stand_ins(info.damaged or (), info.frames).items()},
+        }
+    )
 
 
-def check_output(path: str | Path, *, overwrite: bool = False,
-                 protect: Iterable[str | Path] = ()) -> Path:
+def check_output(
+    path: str | Path, *, overwrite: bool = False, protect: Iterable[str | Path] = ()
+) -> Path:
     """Validate an output path before any work starts (fail early, lose nothing)."""
     out = Path(path)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
@@ -93,8 +97,9 @@ def export_frames(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        written = yield from _encode(frames, tmp, timing, crf=crf, gop=gop, odd_size=odd_size,
-                                     metadata=metadata or {})
+        written = yield from _encode(
+            frames, tmp, timing, crf=crf, gop=gop, odd_size=odd_size, metadata=metadata or {}
+        )
         if written != timing.frames:
             raise VideoError(
                 f"{out}: got {written} frames but the timing describes {timing.frames}"
@@ -106,9 +111,14 @@ def export_frames(
     return out
 
 
-def write_video(frames: Iterable[np.ndarray] | np.ndarray, path: str | Path,
-                timing: VideoTiming | None = None, *, rate: Fraction | int | None = None,
-                **kwargs) -> Path:
+def write_video(
+    frames: Iterable[np.ndarray] | np.ndarray,
+    path: str | Path,
+    timing: VideoTiming | None = None,
+    *,
+    rate: Fraction | int | None = None,
+    **kwargs,
+) -> Path:
     """Encode a whole clip; ``timing`` from the source, or a constant ``rate``."""
     if timing is None:
         if rate is None:
@@ -117,8 +127,16 @@ def write_video(frames: Iterable[np.ndarray] | np.ndarray, path: str | Path,
     return run_to_end(export_frames(frames, path, timing, **kwargs))
 
 
-def _encode(frames: Iterable[np.ndarray], tmp: Path, timing: VideoTiming, *, crf: int,
-            gop: int, odd_size: str, metadata: dict[str, str]) -> Iterator[Progress]:
+def _encode(
+    frames: Iterable[np.ndarray],
+    tmp: Path,
+    timing: VideoTiming,
+    *,
+    crf: int,
+    gop: int,
+    odd_size: str,
+    metadata: dict[str, str],
+) -> Iterator[Progress]:
     import av
 
     container = av.open(str(tmp), mode="w", format="mov" if tmp.suffix == ".mov" else "mp4")
@@ -141,8 +159,10 @@ def _encode(frames: Iterable[np.ndarray], tmp: Path, timing: VideoTiming, *, crf
                 size = frame.shape[:2]
                 stream, pad = _add_stream(container, timing, size, crf, gop, odd_size)
             elif frame.shape[:2] != size:
-                raise VideoError(f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
-                                 f"the clip is {size[1]}x{size[0]}")
+                raise VideoError(
+                    f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
+                    f"the clip is {size[1]}x{size[0]}"
+                )
             if pad != (0, 0):
                 frame = np.pad(frame, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
@@ -160,8 +180,9 @@ def _encode(frames: Iterable[np.ndarray], tmp: Path, timing: VideoTiming, *, crf
     return count
 
 
-def _add_stream(container, timing: VideoTiming, hw: tuple[int, int], crf: int, gop: int,
-                odd_size: str):
+def _add_stream(
+    container, timing: VideoTiming, hw: tuple[int, int], crf: int, gop: int, odd_size: str
+):
     h, w = hw
     odd = bool(h % 2 or w % 2)
     pad = (h % 2, w % 2) if odd and odd_size == "pad" else (0, 0)

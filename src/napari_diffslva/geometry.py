@@ -43,8 +43,9 @@ class WorkingGeometry:
         return np.asarray(yx, dtype=np.float64) / np.asarray(self.scale_yx)
 
 
-def working_geometry(source_hw: tuple[int, int], short_side: int = 512, multiple: int = 64
-                     ) -> WorkingGeometry:
+def working_geometry(
+    source_hw: tuple[int, int], short_side: int = 512, multiple: int = 64
+) -> WorkingGeometry:
     """Scale so the short side is ``short_side``, then round both sides to ``multiple``."""
     if short_side < multiple or short_side % multiple:
         raise SettingsError(f"short side {short_side} must be a positive multiple of {multiple}")

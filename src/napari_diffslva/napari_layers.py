@@ -141,8 +141,9 @@ def landmarks_to_points(track, name: str = "landmarks") -> LayerDataTuple:
     return data, kwargs, "points"
 
 
-def anchor_to_points(anchor: int, track, source_hw: tuple[int, int], edited: bool,
-                     name: str = "anchor") -> LayerDataTuple:
+def anchor_to_points(
+    anchor: int, track, source_hw: tuple[int, int], edited: bool, name: str = "anchor"
+) -> LayerDataTuple:
     """The anchor frame as one star ``(t, y, x)`` on the face (frame centre if no face)."""
     box = track.boxes[anchor]
     if np.isnan(box).any():
@@ -174,17 +175,27 @@ def anchor_from_points(data: np.ndarray) -> int | None:
 
 
 def _provenance(prepared, what: str) -> dict[str, Any]:
-    return {"diffslva": {"kind": what, "content_hash": prepared.info.content_hash,
-                         "working_hw": list(prepared.geometry.work_hw),
-                         "prepare": prepared.settings.to_dict()}}
+    return {
+        "diffslva": {
+            "kind": what,
+            "content_hash": prepared.info.content_hash,
+            "working_hw": list(prepared.geometry.work_hw),
+            "prepare": prepared.settings.to_dict(),
+        }
+    }
 
 
 def edges_layer(prepared, name: str = "edges") -> LayerDataTuple:
     """Working-size edges (the ControlNet condition), lazy, laid over the source frame."""
     data = prepared.edges.as_dask("edges", prepared.geometry.work_hw, np.uint8)
-    kwargs = {"name": name, "contrast_limits": (0, 255), "colormap": "gray",
-              "blending": "additive", "metadata": _provenance(prepared, "edges"),
-              **work_to_source_transform(prepared.geometry)}
+    kwargs = {
+        "name": name,
+        "contrast_limits": (0, 255),
+        "colormap": "gray",
+        "blending": "additive",
+        "metadata": _provenance(prepared, "edges"),
+        **work_to_source_transform(prepared.geometry),
+    }
     return data, kwargs, "image"
 
 
@@ -192,13 +203,18 @@ def clip_flow_magnitude(prepared, kind: str = "prev", samples: int = 5) -> float
     """A clip-wide flow magnitude (pixels) for colour coding: the 99th percentile of a few
     evenly spaced frames, so brightness means the same speed on every frame."""
     frames = np.unique(np.linspace(0, prepared.info.frames - 1, samples).round().astype(int))
-    mags = [np.hypot(*np.moveaxis(prepared.flows.read(int(i))[f"{kind}_flow"]
-                                  .astype(np.float32), -1, 0)) for i in frames]
+    mags = [
+        np.hypot(
+            *np.moveaxis(prepared.flows.read(int(i))[f"{kind}_flow"].astype(np.float32), -1, 0)
+        )
+        for i in frames
+    ]
     return max(float(np.percentile(np.concatenate([m.ravel() for m in mags]), 99)), 1e-3)
 
 
-def flow_layer(prepared, kind: str = "prev", max_magnitude: float | None = None,
-               name: str | None = None) -> LayerDataTuple:
+def flow_layer(
+    prepared, kind: str = "prev", max_magnitude: float | None = None, name: str | None = None
+) -> LayerDataTuple:
     """Flow (``prev``: from the previous frame; ``anchor``: from the anchor) as a lazy
     HSV-coded RGB image: hue = direction, brightness = speed (same scale on every frame)."""
     from .prepare.flow import flow_to_rgb
@@ -207,29 +223,47 @@ def flow_layer(prepared, kind: str = "prev", max_magnitude: float | None = None,
         max_magnitude = clip_flow_magnitude(prepared, kind)
     h, w = prepared.geometry.work_hw
     flows = prepared.flows.as_dask(f"{kind}_flow", (h, w, 2), np.float16)
-    data = flows.map_blocks(lambda b: flow_to_rgb(b[0], max_magnitude)[None],
-                            dtype=np.uint8, chunks=((1,) * flows.shape[0], (h,), (w,), (3,)))
+    data = flows.map_blocks(
+        lambda b: flow_to_rgb(b[0], max_magnitude)[None],
+        dtype=np.uint8,
+        chunks=((1,) * flows.shape[0], (h,), (w,), (3,)),
+    )
     meta = _provenance(prepared, f"{kind}_flow")
     meta["diffslva"]["max_magnitude"] = max_magnitude
-    kwargs = {"name": name or f"flow ({kind})", "rgb": True, "contrast_limits": (0, 255),
-              "blending": "additive", "metadata": meta,
-              **work_to_source_transform(prepared.geometry)}
+    kwargs = {
+        "name": name or f"flow ({kind})",
+        "rgb": True,
+        "contrast_limits": (0, 255),
+        "blending": "additive",
+        "metadata": meta,
+        **work_to_source_transform(prepared.geometry),
+    }
     return data, kwargs, "image"
 
 
 def occlusion_layer(prepared, kind: str = "prev", name: str | None = None) -> LayerDataTuple:
     """Occlusion (1 = the flow cannot be trusted there) as a lazy image, 0..255."""
     data = prepared.flows.as_dask(f"{kind}_occlusion", prepared.geometry.work_hw, np.uint8)
-    kwargs = {"name": name or f"occlusion ({kind})", "contrast_limits": (0, 255),
-              "colormap": "red", "blending": "additive", "opacity": 0.6,
-              "metadata": _provenance(prepared, f"{kind}_occlusion"),
-              **work_to_source_transform(prepared.geometry)}
+    kwargs = {
+        "name": name or f"occlusion ({kind})",
+        "contrast_limits": (0, 255),
+        "colormap": "red",
+        "blending": "additive",
+        "opacity": 0.6,
+        "metadata": _provenance(prepared, f"{kind}_occlusion"),
+        **work_to_source_transform(prepared.geometry),
+    }
     return data, kwargs, "image"
 
 
-def flow_vectors_layer(prepared, kind: str = "prev", step: int = 16,
-                       frames: Iterable[int] | None = None, min_magnitude: float = 0.5,
-                       name: str | None = None) -> LayerDataTuple:
+def flow_vectors_layer(
+    prepared,
+    kind: str = "prev",
+    step: int = 16,
+    frames: Iterable[int] | None = None,
+    min_magnitude: float = 0.5,
+    name: str | None = None,
+) -> LayerDataTuple:
     """Sparse flow arrows ``(N, 2, 3)`` = ``[[t, y, x], [0, dy, dx]]`` in source pixels.
 
     Reads every requested frame's flow (eager): pass ``frames`` for long clips.
@@ -239,8 +273,9 @@ def flow_vectors_layer(prepared, kind: str = "prev", step: int = 16,
     sy, sx = work_to_source_transform(prepared.geometry)["scale"][1:]
     rows = []
     for t in range(prepared.info.frames) if frames is None else frames:
-        v = flow_vectors(prepared.flows.read(t)[f"{kind}_flow"], step=step,
-                         min_magnitude=min_magnitude)
+        v = flow_vectors(
+            prepared.flows.read(t)[f"{kind}_flow"], step=step, min_magnitude=min_magnitude
+        )
         if len(v):
             out = np.zeros((len(v), 2, 3))
             out[:, 0, 0] = t
@@ -250,8 +285,14 @@ def flow_vectors_layer(prepared, kind: str = "prev", step: int = 16,
             out[:, 0, 2] += (sx - 1) / 2
             rows.append(out)
     data = np.concatenate(rows) if rows else np.zeros((0, 2, 3))
-    kwargs = {"name": name or f"flow vectors ({kind})", "ndim": 3, "edge_color": "white",
-              "edge_width": 1, "length": 1.0, "metadata": _provenance(prepared, "flow_vectors")}
+    kwargs = {
+        "name": name or f"flow vectors ({kind})",
+        "ndim": 3,
+        "edge_color": "white",
+        "edge_width": 1,
+        "length": 1.0,
+        "metadata": _provenance(prepared, "flow_vectors"),
+    }
     return data, kwargs, "vectors"
 
 
@@ -276,8 +317,9 @@ def face_mask_layer(prepared, name: str = "face mask") -> LayerDataTuple:
     return data, kwargs, "labels"
 
 
-def prepared_layers(prepared, *, flow_kind: str = "prev", vectors: bool = False,
-                    vector_step: int = 16) -> list[LayerDataTuple]:
+def prepared_layers(
+    prepared, *, flow_kind: str = "prev", vectors: bool = False, vector_step: int = 16
+) -> list[LayerDataTuple]:
     """Every prepare result that exists on disk, images first so the overlays stay on top."""
     from .project import read_json
 
@@ -294,8 +336,11 @@ def prepared_layers(prepared, *, flow_kind: str = "prev", vectors: bool = False,
     layers.append(track_to_shapes(prepared.track))
     edits = read_json(prepared.run.edits_json, {})
     edited = bool(edits.get("anchor", {}).get("edited", False))
-    layers.append(anchor_to_points(prepared.anchor, prepared.track,
-                                   (prepared.info.height, prepared.info.width), edited))
+    layers.append(
+        anchor_to_points(
+            prepared.anchor, prepared.track, (prepared.info.height, prepared.info.width), edited
+        )
+    )
     return layers
 
 
@@ -365,8 +410,9 @@ def edited_frames(edits: dict[str, Any]) -> list[int]:
     return sorted(frames | {int(t) for t in edits.get("masks", [])})
 
 
-def changed_boxes(data: Iterable[np.ndarray], track, tolerance: float = 0.5
-                  ) -> tuple[dict[int, list[float]], list[int]]:
+def changed_boxes(
+    data: Iterable[np.ndarray], track, tolerance: float = 0.5
+) -> tuple[dict[int, list[float]], list[int]]:
     """Compare Shapes data with the track: ``(boxes that moved or are new, frames whose
     box was deleted)``. Moves smaller than ``tolerance`` pixels are not edits."""
     boxes = shapes_to_boxes(data)
@@ -381,8 +427,9 @@ def changed_boxes(data: Iterable[np.ndarray], track, tolerance: float = 0.5
     return moved, sorted(had - set(boxes))
 
 
-def propagate_box(boxes: np.ndarray, old_box: Iterable[float], new_box: Iterable[float],
-                  frames: Iterable[int]) -> dict[int, list[float]]:
+def propagate_box(
+    boxes: np.ndarray, old_box: Iterable[float], new_box: Iterable[float], frames: Iterable[int]
+) -> dict[int, list[float]]:
     """Apply one box correction (``old_box`` -> ``new_box``) to ``frames``.
 
     The shift of the centre and the change of size are applied to each frame's own box in
@@ -438,9 +485,14 @@ def remove_masks(run_root: str | Path, frames: Iterable[int]) -> None:
 # -- finished frames -----------------------------------------------------------------------
 
 
-def run_frames_layer(run_root: str | Path, frames: int, source_hw: tuple[int, int],
-                     stage: str = "final", name: str = "anonymized",
-                     timing: dict[str, Any] | None = None) -> LayerDataTuple:
+def run_frames_layer(
+    run_root: str | Path,
+    frames: int,
+    source_hw: tuple[int, int],
+    stage: str = "final",
+    name: str = "anonymized",
+    timing: dict[str, Any] | None = None,
+) -> LayerDataTuple:
     """Finished frames of a run folder as a lazy RGB layer; frames not done yet are black.
 
     Reads ``RUN/frames/<stage>/<t:06d>.png`` when displayed, so reopening a long run costs
@@ -460,10 +512,13 @@ def run_frames_layer(run_root: str | Path, frames: int, source_hw: tuple[int, in
             return run.read_frame(stage, i)
         return np.zeros((h, w, 3), np.uint8)
 
-    data = da.stack([da.from_delayed(delayed(one)(i), (h, w, 3), np.uint8)
-                     for i in range(frames)])
-    kwargs = {"name": name, "rgb": True, "contrast_limits": (0, 255),
-              "metadata": {"diffslva": {"kind": "anonymized", "stage": stage}}}
+    data = da.stack([da.from_delayed(delayed(one)(i), (h, w, 3), np.uint8) for i in range(frames)])
+    kwargs = {
+        "name": name,
+        "rgb": True,
+        "contrast_limits": (0, 255),
+        "metadata": {"diffslva": {"kind": "anonymized", "stage": stage}},
+    }
     if timing is not None:
         kwargs["metadata"]["diffslva"]["timing"] = timing
     return data, kwargs, "image"

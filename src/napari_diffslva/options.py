@@ -51,8 +51,12 @@ class Spec:
         elif self.kind == "prefixes":
             parts.append("a list of UNet layer-name prefixes")
         else:
-            word = {"bool": "true or false", "int": "an integer", "float": "a number",
-                    "str": "a text"}[self.kind]
+            word = {
+                "bool": "true or false",
+                "int": "an integer",
+                "float": "a number",
+                "str": "a text",
+            }[self.kind]
             parts.append(word)
             if self.low is not None or self.high is not None:
                 lo = "" if self.low is None else f"{self.low} {'<' if self.low_open else '<='} "
@@ -67,8 +71,9 @@ def option(default: Any, help: str, *, kind: str, stage: str, **spec: Any) -> An
     """A dataclass field declaring one setting (see :class:`Spec` for ``spec``)."""
     if kind not in KINDS or stage not in STAGES:
         raise ValueError(f"option kind {kind!r} / stage {stage!r} unknown")
-    return field(default=default, metadata={"spec": Spec(kind=kind, help=help, stage=stage,
-                                                         **spec)})
+    return field(
+        default=default, metadata={"spec": Spec(kind=kind, help=help, stage=stage, **spec)}
+    )
 
 
 def spec(cls: type, name: str) -> Spec:
@@ -129,15 +134,20 @@ def _checked(name: str, value: Any, s: Spec) -> Any:
     if s.kind == "str":
         if not isinstance(value, str):
             raise bad()
-        if s.choices is not None and value not in s.choices and not any(
-                value.startswith(p) and value[len(p):].isdigit() for p in s.prefixes_ok):
+        if (
+            s.choices is not None
+            and value not in s.choices
+            and not any(value.startswith(p) and value[len(p) :].isdigit() for p in s.prefixes_ok)
+        ):
             raise bad()
         return value
     if s.kind == "fractions":
-        if (not isinstance(value, list | tuple) or len(value) != 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                           for v in value)
-                or not 0.0 <= value[0] <= value[1] <= 1.0):
+        if (
+            not isinstance(value, list | tuple)
+            or len(value) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            or not 0.0 <= value[0] <= value[1] <= 1.0
+        ):
             raise bad()
         return tuple(float(v) for v in value)
     # prefixes: a preset name (choices) or a non-empty list of non-empty prefixes
@@ -145,14 +155,18 @@ def _checked(name: str, value: Any, s: Spec) -> Any:
         if s.choices is not None and value not in s.choices:
             raise bad()
         return value
-    if (not isinstance(value, list | tuple) or not value
-            or not all(isinstance(p, str) and p for p in value)):
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(p, str) and p for p in value)
+    ):
         raise bad()
     return tuple(value)
 
 
-def unknown_keys(names: Iterable[str], classes: Iterable[type], extra: Iterable[str] = ()
-                 ) -> list[str]:
+def unknown_keys(
+    names: Iterable[str], classes: Iterable[type], extra: Iterable[str] = ()
+) -> list[str]:
     """The names that no settings class declares (a misspelled key is an error)."""
     known = {f.name for cls in classes for f in fields(cls)} | set(extra)
     return sorted(set(names) - known)
@@ -191,8 +205,9 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser | Any, classes: Iterable[type],
-              skip: Iterable[str] = ()) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser | Any, classes: Iterable[type], skip: Iterable[str] = ()
+) -> None:
     """One flag per declared CLI setting of ``classes``; every flag defaults to None so
     that a config file's values are overridden only by flags the user gave."""
     skip = set(skip)
@@ -203,17 +218,29 @@ def add_flags(parser: argparse.ArgumentParser | Any, classes: Iterable[type],
                 continue
             seen.add(f.name)
             default = default_of(f)
-            shown = "none" if default is None else (
-                ",".join(map(str, default)) if isinstance(default, tuple) else default)
+            shown = (
+                "none"
+                if default is None
+                else (",".join(map(str, default)) if isinstance(default, tuple) else default)
+            )
             help_text = f"{s.help} (default: {shown})"
             if s.prefixes_ok:
                 help_text += f"; {s.allowed()}"
             if s.kind == "bool":
-                parser.add_argument(flag_of(f.name), dest=f.name, default=None,
-                                    action=argparse.BooleanOptionalAction, help=help_text)
+                parser.add_argument(
+                    flag_of(f.name),
+                    dest=f.name,
+                    default=None,
+                    action=argparse.BooleanOptionalAction,
+                    help=help_text,
+                )
                 continue
-            kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text,
-                                  "type": _text_parser(f.name, s)}
+            kw: dict[str, Any] = {
+                "dest": f.name,
+                "default": None,
+                "help": help_text,
+                "type": _text_parser(f.name, s),
+            }
             if s.choices is not None and s.kind == "str" and not s.prefixes_ok:
                 kw["choices"] = s.choices
             parser.add_argument(flag_of(f.name), **kw)
@@ -256,12 +283,22 @@ def markdown(classes: Iterable[type], title: str = "Settings reference") -> str:
             flag = f"`{flag_of(f.name)}`" if s.cli else "config only"
             text = s.help.replace("|", "\\|")
             rows[s.stage].append(f"| `{f.name}` | {flag} | `{shown}` | {s.allowed()} | {text} |")
-    out = [f"# {title}", "",
-           "Generated from the settings declarations (`napari-diffslva settings --markdown`);",
-           "do not edit by hand. Every setting has the same name as a config-file key, a",
-           "batch CSV column and (unless marked config only) a CLI flag.", ""]
+    out = [
+        f"# {title}",
+        "",
+        "Generated from the settings declarations (`napari-diffslva settings --markdown`);",
+        "do not edit by hand. Every setting has the same name as a config-file key, a",
+        "batch CSV column and (unless marked config only) a CLI flag.",
+        "",
+    ]
     for stage, lines in rows.items():
         if lines:
-            out += [f"## {stage}", "", "| key | flag | default | accepts | what it does |",
-                    "|---|---|---|---|---|", *lines, ""]
+            out += [
+                f"## {stage}",
+                "",
+                "| key | flag | default | accepts | what it does |",
+                "|---|---|---|---|---|",
+                *lines,
+                "",
+            ]
     return "\n".join(out)

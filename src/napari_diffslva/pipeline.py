@@ -44,12 +44,20 @@ class AnonymizeSettings:
 
     engine: EngineSettings = field(default_factory=EngineSettings)
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
-    face_module: str = option("warp", "restore the original expressions on the new face "
-                              "(warp: no weights; reenact: TPSMM; off)", kind="str",
-                              stage="face", choices=FACE_MODULES)
-    face_weights: str | None = option(None, "TPSMM vox.pth.tar for face_module reenact "
-                                      "(null: searched)", kind="str", stage="face",
-                                      nullable=True)
+    face_module: str = option(
+        "warp",
+        "restore the original expressions on the new face (warp: no weights; reenact: TPSMM; off)",
+        kind="str",
+        stage="face",
+        choices=FACE_MODULES,
+    )
+    face_weights: str | None = option(
+        None,
+        "TPSMM vox.pth.tar for face_module reenact (null: searched)",
+        kind="str",
+        stage="face",
+        nullable=True,
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -71,8 +79,7 @@ class AnonymizeSettings:
             )
         engine = EngineSettings.from_dict({k: v for k, v in flat.items() if k in engine_keys})
         prepare = PrepareSettings.from_dict({k: v for k, v in flat.items() if k in prepare_keys})
-        return cls(engine=engine, prepare=prepare,
-                   **{k: v for k, v in flat.items() if k in own})
+        return cls(engine=engine, prepare=prepare, **{k: v for k, v in flat.items() if k in own})
 
     def to_flat(self) -> dict[str, Any]:
         flat = {k: v for k, v in asdict(self.prepare).items() if k not in _SHARED}
@@ -113,18 +120,27 @@ class AnonymizeResult:
     face: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"frames": self.frames, "rate": self.rate, "anchor": self.anchor,
-             "run_dir": str(self.run_dir), "output": str(self.output) if self.output else None}
+        d = {
+            "frames": self.frames,
+            "rate": self.rate,
+            "anchor": self.anchor,
+            "run_dir": str(self.run_dir),
+            "output": str(self.output) if self.output else None,
+        }
         d.update({k: v for k, v in self.stats.items() if k != "frames"})
         d["translated_frames"] = self.stats.get("frames", 0)
         d["face_module"] = self.face
         return d
 
 
-def anonymize_clip(video: str | Path, run_dir: str | Path,
-                   settings: AnonymizeSettings | None = None, *, resume: bool = False,
-                   style_reference: StyleReference | None = None,
-                   ) -> ProgressGenerator[AnonymizeResult]:
+def anonymize_clip(
+    video: str | Path,
+    run_dir: str | Path,
+    settings: AnonymizeSettings | None = None,
+    *,
+    resume: bool = False,
+    style_reference: StyleReference | None = None,
+) -> ProgressGenerator[AnonymizeResult]:
     """Prepare, translate and restore faces; finished frames land in ``run_dir``.
 
     ``style_reference``: a group's first view's anchor style (see :mod:`.engine.style`).
@@ -141,8 +157,9 @@ def anonymize_clip(video: str | Path, run_dir: str | Path,
     run.write_settings("anonymize", settings.to_flat())
     models = load_models(engine)
     to_source = prepared.geometry.to_source
-    gen = translate_clip(prepared, models, engine, run, resume=resume,
-                         style_reference=style_reference)
+    gen = translate_clip(
+        prepared, models, engine, run, resume=resume, style_reference=style_reference
+    )
     try:
         while True:
             event = next(gen)
@@ -154,26 +171,43 @@ def anonymize_clip(video: str | Path, run_dir: str | Path,
         run_stats = stop.value
     finally:
         gen.close()
-    face_report = yield from _final_frames(prepared, engine, settings, resume,
-                                           style_reference)
-    return AnonymizeResult(run_dir=run.root, frames=prepared.info.frames,
-                           rate=f"{prepared.info.rate.numerator}/{prepared.info.rate.denominator}",
-                           anchor=prepared.anchor, stats=run_stats.to_dict(), face=face_report)
+    face_report = yield from _final_frames(prepared, engine, settings, resume, style_reference)
+    return AnonymizeResult(
+        run_dir=run.root,
+        frames=prepared.info.frames,
+        rate=f"{prepared.info.rate.numerator}/{prepared.info.rate.denominator}",
+        anchor=prepared.anchor,
+        stats=run_stats.to_dict(),
+        face=face_report,
+    )
 
 
-def _final_key(prepared: Prepared, engine: EngineSettings, settings: AnonymizeSettings,
-               style_reference: StyleReference | None = None) -> str:
+def _final_key(
+    prepared: Prepared,
+    engine: EngineSettings,
+    settings: AnonymizeSettings,
+    style_reference: StyleReference | None = None,
+) -> str:
     edits = prepared.run.read_edits()
-    parts = [prepared.info.content_hash, engine.result_dict(), settings.face_module,
-             settings.face_weights, edits]
+    parts = [
+        prepared.info.content_hash,
+        engine.result_dict(),
+        settings.face_module,
+        settings.face_weights,
+        edits,
+    ]
     if style_reference is not None:
         parts.append(style_reference.key)
     return settings_key(*parts)
 
 
-def _final_frames(prepared: Prepared, engine: EngineSettings, settings: AnonymizeSettings,
-                  resume: bool, style_reference: StyleReference | None = None,
-                  ) -> ProgressGenerator[dict[str, Any]]:
+def _final_frames(
+    prepared: Prepared,
+    engine: EngineSettings,
+    settings: AnonymizeSettings,
+    resume: bool,
+    style_reference: StyleReference | None = None,
+) -> ProgressGenerator[dict[str, Any]]:
     """Translated frames at source size, with the face module applied when it is on."""
     from .engine.translate import STAGE as TRANSLATED
 
@@ -197,9 +231,15 @@ def _final_frames(prepared: Prepared, engine: EngineSettings, settings: Anonymiz
     from .face.enhance import enhance_faces
 
     backend = make_backend(settings.face_module, settings.face_weights)
-    gen = enhance_faces((generated, n), prepared.track, prepared.reader.__getitem__,
-                        backend=backend, source_frame_index=prepared.anchor,
-                        masks=prepared.blend_mask, keep_frames=False)
+    gen = enhance_faces(
+        (generated, n),
+        prepared.track,
+        prepared.reader.__getitem__,
+        backend=backend,
+        source_frame_index=prepared.anchor,
+        masks=prepared.blend_mask,
+        keep_frames=False,
+    )
     try:
         while True:
             event = next(gen)
@@ -215,9 +255,15 @@ def _final_frames(prepared: Prepared, engine: EngineSettings, settings: Anonymiz
     return report.to_dict()
 
 
-def export_result(run_dir: str | Path, output: str | Path, *, overwrite: bool = False,
-                  side_by_side: str | Path | None = None, sidecar: bool = True,
-                  source: str | Path | None = None) -> ProgressGenerator[Path]:
+def export_result(
+    run_dir: str | Path,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    side_by_side: str | Path | None = None,
+    sidecar: bool = True,
+    source: str | Path | None = None,
+) -> ProgressGenerator[Path]:
     """Encode the finished frames of ``run_dir`` with the source's exact timing.
 
     Writes ``output`` (and, when asked, a side-by-side comparison video with the original
@@ -242,8 +288,9 @@ def export_result(run_dir: str | Path, output: str | Path, *, overwrite: bool = 
         )
     out = check_output(output, overwrite=overwrite, protect=[source] if source else [])
     frames = (run.read_frame(FINAL, i) for i in range(timing.frames))
-    yield from export_frames(frames, out, timing, overwrite=overwrite,
-                             protect=[source] if source else [])
+    yield from export_frames(
+        frames, out, timing, overwrite=overwrite, protect=[source] if source else []
+    )
     if side_by_side is not None:
         if source is None:
             raise DiffslvaError("a side-by-side video needs the original clip (source=...)")
@@ -251,40 +298,68 @@ def export_result(run_dir: str | Path, output: str | Path, *, overwrite: bool = 
         if info.content_hash != meta["content_hash"]:
             raise DiffslvaError(f"{source}: not the video this run folder was made from")
         with VideoReader(source, info=info, on_damaged="repeat") as reader:
-            pairs = (np.concatenate([reader[i], run.read_frame(FINAL, i)], axis=1)
-                     for i in range(timing.frames))
-            yield from export_frames(pairs, side_by_side, timing, overwrite=overwrite,
-                                     protect=[source])
+            pairs = (
+                np.concatenate([reader[i], run.read_frame(FINAL, i)], axis=1)
+                for i in range(timing.frames)
+            )
+            yield from export_frames(
+                pairs, side_by_side, timing, overwrite=overwrite, protect=[source]
+            )
     if sidecar:
         from .project import atomic_write_json
 
-        atomic_write_json(Path(str(out) + ".json"), {
-            "tool": "napari-diffslva", "version": __version__,
-            "anonymize": run.read_settings("anonymize"),
-            "source": {k: meta["source"].get(k) for k in
-                       ("frames", "rate", "fps", "width", "height", "duration",
-                        "content_hash", "header_frames", "header_duration", "end_missing",
-                        "edit_list", "damaged_frames")},
-            **source_record(meta),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+        atomic_write_json(
+            Path(str(out) + ".json"),
+            {
+                "tool": "napari-diffslva",
+                "version": __version__,
+                "anonymize": run.read_settings("anonymize"),
+                "source": {
+                    k: meta["source"].get(k)
+                    for k in (
+                        "frames",
+                        "rate",
+                        "fps",
+                        "width",
+                        "height",
+                        "duration",
+                        "content_hash",
+                        "header_frames",
+                        "header_duration",
+                        "end_missing",
+                        "edit_list",
+                        "damaged_frames",
+                    )
+                },
+                **source_record(meta),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
     return out
 
 
-def anonymize(video: str | Path, output: str | Path, *, run_dir: str | Path | None = None,
-              settings: AnonymizeSettings | None = None, resume: bool = False,
-              overwrite: bool = False, side_by_side: str | Path | None = None,
-              style_reference: StyleReference | None = None,
-              ) -> ProgressGenerator[AnonymizeResult]:
+def anonymize(
+    video: str | Path,
+    output: str | Path,
+    *,
+    run_dir: str | Path | None = None,
+    settings: AnonymizeSettings | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    side_by_side: str | Path | None = None,
+    style_reference: StyleReference | None = None,
+) -> ProgressGenerator[AnonymizeResult]:
     """:func:`anonymize_clip` then :func:`export_result`: the CLI's and batch's one call."""
     from .export import check_output
 
     out = check_output(output, overwrite=overwrite, protect=[video])
     run_dir = Path(run_dir) if run_dir else default_run_dir(out)
-    result = yield from anonymize_clip(video, run_dir, settings, resume=resume,
-                                       style_reference=style_reference)
-    result.output = yield from export_result(run_dir, out, overwrite=overwrite,
-                                             side_by_side=side_by_side, source=video)
+    result = yield from anonymize_clip(
+        video, run_dir, settings, resume=resume, style_reference=style_reference
+    )
+    result.output = yield from export_result(
+        run_dir, out, overwrite=overwrite, side_by_side=side_by_side, source=video
+    )
     return result
 
 

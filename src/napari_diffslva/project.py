@@ -184,8 +184,9 @@ class RunFolder:
     def manifest(self, stage: str) -> dict[str, Any]:
         return read_json(self.frames_dir(stage) / "manifest.json", {"done": [], "key": None})
 
-    def mark_done(self, stage: str, index: int, key: str, extra: dict[str, Any] | None = None
-                  ) -> None:
+    def mark_done(
+        self, stage: str, index: int, key: str, extra: dict[str, Any] | None = None
+    ) -> None:
         """Record frame ``index`` as finished under settings ``key`` (after its file exists)."""
         man = self.manifest(stage)
         if man.get("key") != key:
@@ -254,8 +255,10 @@ class FrameStore:
         import dask.array as da
 
         graph_name = f"diffslva-{self.folder.name}-{name}"
-        graph = {(graph_name, i) + (0,) * len(shape): (_store_block, self, i, name)
-                 for i in range(self.frames)}
+        graph = {
+            (graph_name, i) + (0,) * len(shape): (_store_block, self, i, name)
+            for i in range(self.frames)
+        }
         chunks = ((1,) * self.frames,) + tuple((s,) for s in shape)
         return da.Array(graph, graph_name, chunks, dtype=dtype)
 

@@ -173,15 +173,24 @@ def source_notes(source: dict[str, Any]) -> list[str]:
     notes = []
     frames, claimed = source.get("frames"), source.get("header_frames")
     if claimed is not None and claimed != frames:
-        why = ("its last packets do not decode" if source.get("end_missing")
-               else "an edit list hides some" if source.get("edit_list") else "it over-counts")
-        notes.append(f"the container claims {claimed} frames; {frames} decode ({why}); "
-                     f"only the {frames} decodable frames are used")
+        why = (
+            "its last packets do not decode"
+            if source.get("end_missing")
+            else "an edit list hides some"
+            if source.get("edit_list")
+            else "it over-counts"
+        )
+        notes.append(
+            f"the container claims {claimed} frames; {frames} decode ({why}); "
+            f"only the {frames} decodable frames are used"
+        )
     elif source.get("end_missing"):
         claimed_s, duration = source.get("header_duration"), source.get("duration")
         claim = f"the container claims {claimed_s:.3f} s; " if claimed_s is not None else ""
-        notes.append(f"{claim}the stream ends after {duration:.3f} s ({frames} frames "
-                     "decode); its last packets are missing")
+        notes.append(
+            f"{claim}the stream ends after {duration:.3f} s ({frames} frames "
+            "decode); its last packets are missing"
+        )
     damaged = source.get("damaged_frames") or []
     if damaged:
         notes.append(f"{len(damaged)} damaged frame(s) do not decode: {_listing(damaged)}")
@@ -209,21 +218,26 @@ def stand_ins(damaged: tuple[int, ...] | list[int], frames: int) -> dict[int, in
     return out
 
 
-def damaged_frame_message(path: Path, damaged: list[int], frames: int,
-                          timing: VideoTiming) -> str:
+def damaged_frame_message(path: Path, damaged: list[int], frames: int, timing: VideoTiming) -> str:
     """The one-line error for damaged frames: which ones, and the option that goes on."""
     first = damaged[0]
-    where = f"frame {first}" if len(damaged) == 1 else \
-        f"{len(damaged)} frames ({_listing(damaged, 10)}); the first, frame {first},"
-    return (f"{path}: {where} of {frames} (at {timing.timestamps[first]:.3f} s) is damaged "
-            "and does not decode; set on_damaged_frame to 'repeat' (--on-damaged-frame "
-            "repeat) to use the previous good frame in its place, or repair the file")
+    where = (
+        f"frame {first}"
+        if len(damaged) == 1
+        else f"{len(damaged)} frames ({_listing(damaged, 10)}); the first, frame {first},"
+    )
+    return (
+        f"{path}: {where} of {frames} (at {timing.timestamps[first]:.3f} s) is damaged "
+        "and does not decode; set on_damaged_frame to 'repeat' (--on-damaged-frame "
+        "repeat) to use the previous good frame in its place, or repair the file"
+    )
 
 
 def check_policy(policy: str) -> str:
     if policy not in DAMAGED_FRAME_POLICIES:
-        raise SettingsError(f"on_damaged_frame={policy!r}: choose one of "
-                         f"{', '.join(DAMAGED_FRAME_POLICIES)}")
+        raise SettingsError(
+            f"on_damaged_frame={policy!r}: choose one of {', '.join(DAMAGED_FRAME_POLICIES)}"
+        )
     return policy
 
 
@@ -281,8 +295,16 @@ def _probe_images(p: Path, files: list[Path], rate: Fraction) -> VideoInfo:
             raise VideoError(f"{f}: image size differs from {files[0].name} ({w}x{h})")
     timing = VideoTiming.constant(len(files), Fraction(rate))
     return VideoInfo(
-        path=p, timing=timing, width=w, height=h, codec="image", pix_fmt="rgb24", rotation=0,
-        content_hash=_sha256(files), kind="images", files=tuple(files),
+        path=p,
+        timing=timing,
+        width=w,
+        height=h,
+        codec="image",
+        pix_fmt="rgb24",
+        rotation=0,
+        content_hash=_sha256(files),
+        kind="images",
+        files=tuple(files),
     )
 
 
@@ -370,8 +392,14 @@ def _probe_video(p: Path) -> VideoInfo:
                     continue
                 if packet.is_corrupt:
                     data_lost = True
-                packets.append(_Packet(int(packet.pts), bool(packet.is_keyframe),
-                                       bool(packet.is_discard), int(packet.duration or 0)))
+                packets.append(
+                    _Packet(
+                        int(packet.pts),
+                        bool(packet.is_keyframe),
+                        bool(packet.is_discard),
+                        int(packet.duration or 0),
+                    )
+                )
         except av.error.FFmpegError:
             data_lost = True  # the packets read so far are kept; the tail check decides
         shown = sorted(pk.pts for pk in packets if not pk.hidden)
@@ -384,7 +412,7 @@ def _probe_video(p: Path) -> VideoInfo:
     last = _last_decodable(p, packets)
     if last is None:
         raise VideoError(f"{p}: no frame could be decoded; the file is damaged or truncated")
-    pts = sorted(pk.pts for pk in packets[:last + 1] if not pk.hidden)
+    pts = sorted(pk.pts for pk in packets[: last + 1] if not pk.hidden)
     durations = {pk.pts: pk.duration for pk in packets}
     rotation = _rotation_of(first)
     steps = np.diff(pts)
@@ -408,9 +436,16 @@ def _probe_video(p: Path) -> VideoInfo:
     # or when the stream stops more than a frame short of the duration the header claims.
     short = header_duration is not None and header_duration > timing.duration + 1.5 / rate
     return VideoInfo(
-        path=p, timing=timing, width=w, height=h, codec=codec,
-        pix_fmt=str(first.format.name), rotation=rotation, content_hash=_sha256([p]),
-        kind="video", header_frames=header_frames,
+        path=p,
+        timing=timing,
+        width=w,
+        height=h,
+        codec=codec,
+        pix_fmt=str(first.format.name),
+        rotation=rotation,
+        content_hash=_sha256([p]),
+        kind="video",
+        header_frames=header_frames,
         header_duration=None if header_duration is None else round(header_duration, 6),
         end_missing=len(pts) < len(shown) or short or data_lost,
         edit_list=any(pk.hidden for pk in packets),
@@ -474,8 +509,7 @@ def _last_decodable(p: Path, packets: list[_Packet]) -> int | None:
     stop = len(packets)
     for start in reversed(keyframes):
         good = _decode_span(p, packets, start, stop)
-        found = [i for i in range(start, stop)
-                 if packets[i].pts in good and not packets[i].hidden]
+        found = [i for i in range(start, stop) if packets[i].pts in good and not packets[i].hidden]
         if found:
             return found[-1]
         stop = start
@@ -532,8 +566,7 @@ def check_frames(info: VideoInfo) -> ProgressGenerator[VideoInfo]:
                 now = time.perf_counter()
                 yield Progress("check", min(seen, n), n, now - start)
                 start = now
-    return replace(info, damaged=tuple(i for i, t in enumerate(info.timing.pts)
-                                       if t not in good))
+    return replace(info, damaged=tuple(i for i, t in enumerate(info.timing.pts) if t not in good))
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -549,8 +582,9 @@ class VideoReader:
     good frame stands in and the index is added to :attr:`damaged`.
     """
 
-    def __init__(self, path: str | Path, *, info: VideoInfo | None = None,
-                 on_damaged: str = "error") -> None:
+    def __init__(
+        self, path: str | Path, *, info: VideoInfo | None = None, on_damaged: str = "error"
+    ) -> None:
         self.info = info or probe(path)
         self.on_damaged = check_policy(on_damaged)
         self._lock = threading.Lock()
@@ -613,15 +647,19 @@ class VideoReader:
                 return rgb
             self._bad.add(index)
         if self.on_damaged == "error":
-            raise DamagedFrameError(damaged_frame_message(self.info.path, [index],
-                                                          self.info.frames, self.info.timing))
+            raise DamagedFrameError(
+                damaged_frame_message(self.info.path, [index], self.info.frames, self.info.timing)
+            )
         return self._stand_in(index)
 
     def _stand_in(self, index: int) -> np.ndarray:
         """The previous good frame (the first good one when none precedes ``index``)."""
         last = self._last_good
-        if last is not None and last[0] < index and \
-                all(k in self._bad for k in range(last[0] + 1, index)):
+        if (
+            last is not None
+            and last[0] < index
+            and all(k in self._bad for k in range(last[0] + 1, index))
+        ):
             return last[1]
         candidates = list(range(index - 1, -1, -1)) + list(range(index + 1, self.info.frames))
         for j in candidates:
@@ -676,8 +714,9 @@ class VideoReader:
         if index == 0:
             self._container.seek(0, stream=stream, backward=True, any_frame=False)
         else:
-            self._container.seek(self.info.timing.pts[index], stream=stream, backward=True,
-                                 any_frame=False)
+            self._container.seek(
+                self.info.timing.pts[index], stream=stream, backward=True, any_frame=False
+            )
         self._decoder = _decoded(self._container, stream)
         self._ahead = None
 

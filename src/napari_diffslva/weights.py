@@ -59,8 +59,9 @@ def find_weights(filename: str) -> Path | None:
     return None
 
 
-def resolve_weights(key: str, path: str | os.PathLike | None = None, *,
-                    offline: bool = True) -> Path:
+def resolve_weights(
+    key: str, path: str | os.PathLike | None = None, *, offline: bool = True
+) -> Path:
     """A local path for the known weight ``key``: the given path, a search folder, or the hub.
 
     Raises :class:`WeightsError` that says where to put the file when it is not found.

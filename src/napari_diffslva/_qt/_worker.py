@@ -92,8 +92,10 @@ class ProgressText:
         self._count += 1
         per_frame = self._spent / self._count
         left = per_frame * max(event.total - event.done, 0)
-        return (f"{event.stage}: {event.done}/{event.total} frames, "
-                f"{per_frame:.2f} s/frame, {format_eta(left)} left")
+        return (
+            f"{event.stage}: {event.done}/{event.total} frames, "
+            f"{per_frame:.2f} s/frame, {format_eta(left)} left"
+        )
 
 
 class BackgroundJob:
@@ -104,12 +106,17 @@ class BackgroundJob:
     value, ``on_cancelled()`` after a cancel, ``on_finished()`` always at the end.
     """
 
-    def __init__(self, make_generator: Callable[[], Generator], *, description: str,
-                 on_event: Callable[[Any], None] | None = None,
-                 on_done: Callable[[Any], None] | None = None,
-                 on_cancelled: Callable[[], None] | None = None,
-                 on_finished: Callable[[], None] | None = None,
-                 status: QLabel | None = None) -> None:
+    def __init__(
+        self,
+        make_generator: Callable[[], Generator],
+        *,
+        description: str,
+        on_event: Callable[[Any], None] | None = None,
+        on_done: Callable[[Any], None] | None = None,
+        on_cancelled: Callable[[], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+        status: QLabel | None = None,
+    ) -> None:
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
@@ -126,12 +133,17 @@ class BackgroundJob:
         self._returned = False
         self.pbar = progress(total=0, desc=description)
         self.worker = create_worker(
-            _drive, make_generator, self._stop, _start_thread=False,
-            _connect={"yielded": partial(self._queue, "yielded"),
-                      "returned": partial(self._queue, "returned"),
-                      "aborted": partial(self._queue, "returned", CANCELLED),
-                      "errored": partial(self._queue, "errored"),
-                      "finished": partial(self._queue, "finished")},
+            _drive,
+            make_generator,
+            self._stop,
+            _start_thread=False,
+            _connect={
+                "yielded": partial(self._queue, "yielded"),
+                "returned": partial(self._queue, "returned"),
+                "aborted": partial(self._queue, "returned", CANCELLED),
+                "errored": partial(self._queue, "errored"),
+                "finished": partial(self._queue, "finished"),
+            },
         )
         # A thread of its own per job, never a reused pool thread: dlib's Python bindings
         # keep a pointer to the thread's Python state, which a pooled thread drops between
@@ -200,8 +212,13 @@ class BackgroundJob:
         self.running = False
 
 
-def stack_layout(widget: QWidget, form: QLayout, buttons: list[QWidget],
-                 below: list[QWidget], stretch: bool = True) -> QVBoxLayout:
+def stack_layout(
+    widget: QWidget,
+    form: QLayout,
+    buttons: list[QWidget],
+    below: list[QWidget],
+    stretch: bool = True,
+) -> QVBoxLayout:
     """The layout every dock widget shares: settings form, a row of buttons, then
     ``below`` (status text, plots) top to bottom."""
     row = QHBoxLayout()
@@ -220,8 +237,13 @@ def stack_layout(widget: QWidget, form: QLayout, buttons: list[QWidget],
 class PathRow(QWidget):
     """A path field with a Browse button (file to open, file to save, or folder)."""
 
-    def __init__(self, mode: str = "open", placeholder: str = "", filter: str = "",
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        mode: str = "open",
+        placeholder: str = "",
+        filter: str = "",
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.mode, self.filter = mode, filter
         self.edit = QLineEdit()

@@ -42,7 +42,7 @@ LIVE_LAYER_BYTES = 1 << 30
 
 
 def available_devices() -> list[str]:
-    """"auto" plus the devices torch can use here."""
+    """ "auto" plus the devices torch can use here."""
     devices = ["auto"]
     try:
         import torch
@@ -90,15 +90,17 @@ class AnonymizeWidget(QWidget):
         self.prompt.setToolTip("who the signer becomes; pick an example or type your own")
         # sized by a few words, not by the longest preset: the dock leaves room for the video
         self.prompt.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.prompt.setMinimumContentsLength(16)
         self.negative_prompt = QLineEdit(DEFAULT_NEGATIVE_PROMPT)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(defaults.seed)
         self.strength = _spin(0.05, 1.0, defaults.strength, 0.05)
-        self.strength.setToolTip("share of the diffusion schedule that is redone "
-                                 "(higher: further from the original)")
+        self.strength.setToolTip(
+            "share of the diffusion schedule that is redone (higher: further from the original)"
+        )
         self.steps = QSpinBox()
         self.steps.setRange(1, 200)
         self.steps.setValue(defaults.steps)
@@ -137,8 +139,9 @@ class AnonymizeWidget(QWidget):
         form.addRow("Model", self.model)
         form.addRow("ControlNet", self.controlnet)
         form.addRow("", self.offline)
-        stack_layout(self, form, [self.run_button, self.resume_button, self.cancel_button],
-                     [self.status])
+        stack_layout(
+            self, form, [self.run_button, self.resume_button, self.cancel_button], [self.status]
+        )
 
         self.run_button.clicked.connect(lambda: self.run(resume=False))
         self.resume_button.clicked.connect(lambda: self.run(resume=True))
@@ -148,8 +151,9 @@ class AnonymizeWidget(QWidget):
             self._on_prepared(self.session.prepared)
 
     def _on_prepared(self, prepared: Any) -> None:
-        self.status.setText(f"Ready: {prepared.info.frames} frames, anchor frame "
-                            f"{prepared.anchor}.")
+        self.status.setText(
+            f"Ready: {prepared.info.frames} frames, anchor frame {prepared.anchor}."
+        )
 
     def settings(self) -> Any:
         """:class:`AnonymizeSettings` from the form and the prepare settings in use."""
@@ -171,8 +175,12 @@ class AnonymizeWidget(QWidget):
             "controlnet": self.controlnet.text().strip(),
             "offline": self.offline.isChecked(),
             "short_side": p.short_side,
-            "edges": p.edges, "safe_edges": p.safe_edges, "hed_weights": p.hed_weights,
-            "flow": p.flow, "face_upsample": p.face_upsample, "max_gap": p.max_gap,
+            "edges": p.edges,
+            "safe_edges": p.safe_edges,
+            "hed_weights": p.hed_weights,
+            "flow": p.flow,
+            "face_upsample": p.face_upsample,
+            "max_gap": p.max_gap,
         }
         return AnonymizeSettings.from_flat(flat)
 
@@ -195,9 +203,13 @@ class AnonymizeWidget(QWidget):
         self._busy(True)
         self.job = BackgroundJob(
             lambda: anonymize_clip(video, run_dir, settings, resume=resume),
-            description="Anonymizing", on_event=self._on_event, on_done=self._on_done,
-            on_cancelled=self._on_cancelled, on_finished=lambda: self._busy(False),
-            status=self.status)
+            description="Anonymizing",
+            on_event=self._on_event,
+            on_done=self._on_done,
+            on_cancelled=self._on_cancelled,
+            on_finished=lambda: self._busy(False),
+            status=self.status,
+        )
         return self.job
 
     def cancel(self) -> None:
@@ -241,10 +253,14 @@ class AnonymizeWidget(QWidget):
         self.session.frames_changed.emit()
         seconds = result.stats.get("seconds_per_frame")
         timing = f", {seconds:.2f} s/frame" if isinstance(seconds, float) else ""
-        self.status.setText(f"Done: {result.frames} frames{timing}. Review them in "
-                            "4 Audit and review, then export in 5 Export.")
+        self.status.setText(
+            f"Done: {result.frames} frames{timing}. Review them in "
+            "4 Audit and review, then export in 5 Export."
+        )
 
     def _on_cancelled(self) -> None:
         self.session.frames_changed.emit()
-        self.status.setText(f"Cancelled after {len(set(self.frames_done))} frames; press "
-                            "Resume to continue where it stopped.")
+        self.status.setText(
+            f"Cancelled after {len(set(self.frames_done))} frames; press "
+            "Resume to continue where it stopped."
+        )

@@ -52,15 +52,22 @@ def _audit_job(prepared: Any, stride: int, max_frames: int | None):
     from ..audit.run import audit_clips
     from ..video import VideoReader
 
-    missing = [i for i in range(prepared.info.frames)
-               if not prepared.run.frame_path("final", i).is_file()]
+    missing = [
+        i for i in range(prepared.info.frames) if not prepared.run.frame_path("final", i).is_file()
+    ]
     if missing:
-        raise SettingsError(f"{len(missing)} frames are not anonymized yet (first: "
-                            f"{missing[0]}); finish or resume the run in 3 Anonymize")
+        raise SettingsError(
+            f"{len(missing)} frames are not anonymized yet (first: "
+            f"{missing[0]}); finish or resume the run in 3 Anonymize"
+        )
     with VideoReader(prepared.info.path, info=prepared.info) as original:
-        result = yield from audit_clips(original, _RunFrames(prepared.run, prepared.info.frames),
-                                        track=prepared.track, stride=stride,
-                                        max_frames=max_frames)
+        result = yield from audit_clips(
+            original,
+            _RunFrames(prepared.run, prepared.info.frames),
+            track=prepared.track,
+            stride=stride,
+            max_frames=max_frames,
+        )
     return result
 
 
@@ -69,8 +76,10 @@ def flagged_frames(result: Any) -> list[tuple[int, str]]:
     reasons = (
         (result.identity.leak_frames, "identity leak: the signer may be recognisable"),
         (result.identity.no_face_frames, "no face found in the output"),
-        (result.expression.fitted_without_detection_frames,
-         "expression measured without a detected face"),
+        (
+            result.expression.fitted_without_detection_frames,
+            "expression measured without a detected face",
+        ),
     )
     flags = [(int(t), why) for frames, why in reasons for t in frames]
     return sorted(flags)
@@ -93,8 +102,9 @@ class AuditWidget(QWidget):
         self.max_frames = QSpinBox()
         self.max_frames.setRange(0, 100000)
         self.max_frames.setSpecialValueText("all")
-        self.report_dir = PathRow("folder", "report folder (optional: audit.json, plots, "
-                                            "report.html)")
+        self.report_dir = PathRow(
+            "folder", "report folder (optional: audit.json, plots, report.html)"
+        )
         self.run_button = QPushButton("Run audit")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -112,9 +122,20 @@ class AuditWidget(QWidget):
         form.addRow("Every n-th frame", self.stride)
         form.addRow("At most", self.max_frames)
         form.addRow("Report", self.report_dir)
-        stack_layout(self, form, [self.run_button, self.cancel_button],
-                     [self.side_by_side, self.summary, self.identity_plot, self.flags_plot,
-                      QLabel("Flagged frames"), self.flag_list], stretch=False)
+        stack_layout(
+            self,
+            form,
+            [self.run_button, self.cancel_button],
+            [
+                self.side_by_side,
+                self.summary,
+                self.identity_plot,
+                self.flags_plot,
+                QLabel("Flagged frames"),
+                self.flag_list,
+            ],
+            stretch=False,
+        )
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.side_by_side.toggled.connect(self.show_side_by_side)
@@ -133,8 +154,11 @@ class AuditWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.job = BackgroundJob(
             lambda: _audit_job(prepared, self.stride.value(), max_frames),
-            description="Auditing", on_done=self._on_done, on_finished=self._idle,
-            status=self.summary)
+            description="Auditing",
+            on_done=self._on_done,
+            on_finished=self._idle,
+            status=self.summary,
+        )
         return self.job
 
     def cancel(self) -> None:
@@ -149,12 +173,15 @@ class AuditWidget(QWidget):
         from ..audit.report import plot_flags, plot_identity, write_report
 
         self.result = result
-        for label, png in ((self.identity_plot, plot_identity(result)),
-                           (self.flags_plot, plot_flags(result))):
+        for label, png in (
+            (self.identity_plot, plot_identity(result)),
+            (self.flags_plot, plot_flags(result)),
+        ):
             pixmap = QPixmap()
             pixmap.loadFromData(png, "PNG")
-            label.setPixmap(pixmap.scaledToWidth(_PLOT_WIDTH,
-                                                 Qt.TransformationMode.SmoothTransformation))
+            label.setPixmap(
+                pixmap.scaledToWidth(_PLOT_WIDTH, Qt.TransformationMode.SmoothTransformation)
+            )
         self.flag_list.clear()
         flags = flagged_frames(result)
         for t, why in flags:
@@ -162,8 +189,9 @@ class AuditWidget(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, t)
             self.flag_list.addItem(item)
         idn = result.identity.summary()
-        text = [f"Audited {len(result.frame_indices)} of {result.frames} frames; "
-                f"{len(flags)} flags."]
+        text = [
+            f"Audited {len(result.frame_indices)} of {result.frames} frames; {len(flags)} flags."
+        ]
         for key, value in idn.items():
             if isinstance(value, float):
                 text.append(f"{key.replace('_', ' ')}: {value:.3f}")
@@ -184,12 +212,17 @@ class AuditWidget(QWidget):
         if on:
             keep = [layer_by_role(self.viewer, ORIGINAL), layer_by_role(self.viewer, ANONYMIZED)]
             if any(layer is None for layer in keep):
-                notify_error(SettingsError("side by side needs the original and the "
-                                           "anonymized layer: anonymize the clip first"))
+                notify_error(
+                    SettingsError(
+                        "side by side needs the original and the "
+                        "anonymized layer: anonymize the clip first"
+                    )
+                )
                 self.side_by_side.setChecked(False)
                 return
-            self._hidden = [layer for layer in self.viewer.layers
-                            if layer.visible and layer not in keep]
+            self._hidden = [
+                layer for layer in self.viewer.layers if layer.visible and layer not in keep
+            ]
             for layer in self._hidden:
                 layer.visible = False
             for layer in keep:

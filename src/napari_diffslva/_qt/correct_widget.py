@@ -42,18 +42,38 @@ BOXES, MASK, ANCHOR, LANDMARKS = "face boxes", "face mask", "anchor", "landmarks
 
 # (shortcut, button text, method name, tooltip)
 ACTIONS = (
-    ("Alt-Shift-R", "Apply last box change to range", "apply_last_change_to_range",
-     "move/resize the other boxes of the range the same way as the last edited box"),
+    (
+        "Alt-Shift-R",
+        "Apply last box change to range",
+        "apply_last_change_to_range",
+        "move/resize the other boxes of the range the same way as the last edited box",
+    ),
     ("Alt-Shift-N", "No face", "mark_no_face", "no face on this frame (or the range)"),
-    ("Alt-Shift-O", "Face occluded", "mark_occluded",
-     "the face is hidden (e.g. by a hand): no new face is blended over it"),
+    (
+        "Alt-Shift-O",
+        "Face occluded",
+        "mark_occluded",
+        "the face is hidden (e.g. by a hand): no new face is blended over it",
+    ),
     ("Alt-Shift-F", "Face OK", "mark_face", "confirm the box of this frame (or the range)"),
-    ("Alt-Shift-A", "Anchor = this frame", "set_anchor",
-     "the anchor frame every frame takes its look from"),
-    ("Alt-Shift-M", "Save mask of this frame", "save_current_mask",
-     "keep the painted face mask of this frame"),
-    ("Alt-Shift-U", "Undo edits", "undo_edits",
-     "remove every correction of this frame (or the range)"),
+    (
+        "Alt-Shift-A",
+        "Anchor = this frame",
+        "set_anchor",
+        "the anchor frame every frame takes its look from",
+    ),
+    (
+        "Alt-Shift-M",
+        "Save mask of this frame",
+        "save_current_mask",
+        "keep the painted face mask of this frame",
+    ),
+    (
+        "Alt-Shift-U",
+        "Undo edits",
+        "undo_edits",
+        "remove every correction of this frame (or the range)",
+    ),
 )
 
 
@@ -90,8 +110,10 @@ class CorrectWidget(QWidget):
         self.edited_list.itemClicked.connect(self._go_to_item)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        keys = QLabel("Shortcuts: " + ", ".join(f"{k.replace('-', '+')} {t.lower()}"
-                                                 for k, t, _, _ in ACTIONS))
+        keys = QLabel(
+            "Shortcuts: "
+            + ", ".join(f"{k.replace('-', '+')} {t.lower()}" for k, t, _, _ in ACTIONS)
+        )
         keys.setWordWrap(True)
 
         layout = QVBoxLayout(self)
@@ -150,8 +172,11 @@ class CorrectWidget(QWidget):
     def _on_boxes_changed(self, event: Any) -> None:
         from napari.layers.base._base_constants import ActionType
 
-        if self._syncing or event.action not in (ActionType.ADDED, ActionType.CHANGED,
-                                                 ActionType.REMOVED):
+        if self._syncing or event.action not in (
+            ActionType.ADDED,
+            ActionType.CHANGED,
+            ActionType.REMOVED,
+        ):
             return
         self._guard(self._boxes_changed)
 
@@ -165,11 +190,14 @@ class CorrectWidget(QWidget):
         edits = nl.with_boxes(prepared.run.read_edits(), moved)
         edits = nl.with_status(edits, deleted, "lost")
         self._save(edits, set(moved) | set(deleted))
-        self.status.setText(f"Saved box edits of frames {_frames_text(sorted(moved))}"
-                            + (f"; no face on {_frames_text(deleted)}" if deleted else ""))
+        self.status.setText(
+            f"Saved box edits of frames {_frames_text(sorted(moved))}"
+            + (f"; no face on {_frames_text(deleted)}" if deleted else "")
+        )
 
     def apply_last_change_to_range(self) -> None:
         """Move/resize every box of the range as the last edited box was moved/resized."""
+
         def run() -> None:
             if self.last_change is None:
                 self.status.setText("Edit a box first (move or resize it), then apply it.")
@@ -206,6 +234,7 @@ class CorrectWidget(QWidget):
 
     def set_anchor(self) -> None:
         """Make the current frame the anchor (flow to it is recomputed on the next run)."""
+
         def run() -> None:
             t = self.current_frame()
             edits = nl.with_anchor(self.prepared.run.read_edits(), t)
@@ -238,6 +267,7 @@ class CorrectWidget(QWidget):
 
     def undo_edits(self) -> None:
         """Remove the corrections of the frame (or range); the detector's result returns."""
+
         def run() -> None:
             from ..prepare.pipeline import open_prepared
 
@@ -260,10 +290,13 @@ class CorrectWidget(QWidget):
         prepared = self.prepared
         prepared.run.write_edits(edits)
         keys = {str(t) for t in frames}
-        delta = {key: {t: v for t, v in edits.get(key, {}).items() if t in keys}
-                 for key in ("boxes", "status")}
-        track = apply_edits(prepared.track, delta, frames=(prepared.reader.__getitem__,
-                                                           prepared.info.frames))
+        delta = {
+            key: {t: v for t, v in edits.get(key, {}).items() if t in keys}
+            for key in ("boxes", "status")
+        }
+        track = apply_edits(
+            prepared.track, delta, frames=(prepared.reader.__getitem__, prepared.info.frames)
+        )
         self.session.prepared = replace(prepared, track=track)
         self._refresh_layers(sorted(frames))
 
@@ -311,9 +344,9 @@ class CorrectWidget(QWidget):
         layer = layer_by_role(self.viewer, ANCHOR)
         if isinstance(layer, Points):
             edited = bool(prepared.run.read_edits().get("anchor", {}).get("edited", False))
-            data, kwargs, _ = nl.anchor_to_points(prepared.anchor, prepared.track,
-                                                  (prepared.info.height, prepared.info.width),
-                                                  edited)
+            data, kwargs, _ = nl.anchor_to_points(
+                prepared.anchor, prepared.track, (prepared.info.height, prepared.info.width), edited
+            )
             layer.data = data
             layer.features = kwargs["features"]
         self._update_frame_info()
@@ -325,11 +358,15 @@ class CorrectWidget(QWidget):
         edits = prepared.run.read_edits()
         self.edited_list.clear()
         for t in nl.edited_frames(edits):
-            what = [name for name, present in (
-                ("box", str(t) in edits.get("boxes", {})),
-                (edits.get("status", {}).get(str(t), ""), str(t) in edits.get("status", {})),
-                ("mask", t in edits.get("masks", [])),
-            ) if present]
+            what = [
+                name
+                for name, present in (
+                    ("box", str(t) in edits.get("boxes", {})),
+                    (edits.get("status", {}).get(str(t), ""), str(t) in edits.get("status", {})),
+                    ("mask", t in edits.get("masks", [])),
+                )
+                if present
+            ]
             item = QListWidgetItem(f"frame {t}: {', '.join(what)}")
             item.setData(256, t)  # Qt.UserRole
             self.edited_list.addItem(item)
@@ -350,8 +387,9 @@ class CorrectWidget(QWidget):
         status = STATUS_NAMES[int(prepared.track.status[t])]
         if prepared.track.occluded[t]:
             status = "occluded"
-        self.frame_info.setText(f"Frame {t} of {prepared.info.frames}: face {status}; "
-                                f"anchor frame {prepared.anchor}")
+        self.frame_info.setText(
+            f"Frame {t} of {prepared.info.frames}: face {status}; anchor frame {prepared.anchor}"
+        )
 
 
 def _frames_text(frames: list[int]) -> str:

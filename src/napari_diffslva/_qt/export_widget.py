@@ -64,7 +64,8 @@ class ExportWidget(QWidget):
         self.export_button.clicked.connect(self.export)
         self.cancel_button.clicked.connect(self.cancel)
         self.session.frames_changed.connect(
-            lambda: self.status.setText("Frames ready: choose an output file and export."))
+            lambda: self.status.setText("Frames ready: choose an output file and export.")
+        )
 
     def export(self) -> BackgroundJob | None:
         from ..pipeline import export_result
@@ -88,11 +89,19 @@ class ExportWidget(QWidget):
         self.export_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.job = BackgroundJob(
-            lambda: export_result(run_dir, output, overwrite=self.overwrite.isChecked(),
-                                  side_by_side=side, sidecar=self.sidecar.isChecked(),
-                                  source=video),
-            description="Exporting", on_done=self._on_done, on_finished=self._idle,
-            status=self.status)
+            lambda: export_result(
+                run_dir,
+                output,
+                overwrite=self.overwrite.isChecked(),
+                side_by_side=side,
+                sidecar=self.sidecar.isChecked(),
+                source=video,
+            ),
+            description="Exporting",
+            on_done=self._on_done,
+            on_finished=self._idle,
+            status=self.status,
+        )
         return self.job
 
     def cancel(self) -> None:
@@ -110,4 +119,5 @@ class ExportWidget(QWidget):
         info = probe(output)
         self.status.setText(
             f"Wrote {self.exported.name}: {info.frames} frames, {info.width}x{info.height}, "
-            f"{info.rate.numerator}/{info.rate.denominator} fps, {info.duration:.3f} s.")
+            f"{info.rate.numerator}/{info.rate.denominator} fps, {info.duration:.3f} s."
+        )

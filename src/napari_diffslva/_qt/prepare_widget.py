@@ -44,8 +44,11 @@ class _LayersReady:
 
 def face_layers(prepared: Any) -> list[tuple]:
     """Mask (eager: computed in the worker), landmarks, boxes, anchor."""
-    return [layer for layer in nl.prepared_layers(prepared)
-            if layer[2] in ("labels", "points", "shapes")]
+    return [
+        layer
+        for layer in nl.prepared_layers(prepared)
+        if layer[2] in ("labels", "points", "shapes")
+    ]
 
 
 def _prepare_job(video: Path, run_dir: Path, settings: Any, vectors: bool):
@@ -81,8 +84,13 @@ def _open_job(video: Path, run_dir: Path):
 def anonymized_layer(prepared: Any) -> tuple:
     """The run folder's finished frames as a lazy layer with the source's timing."""
     info = prepared.info
-    return nl.run_frames_layer(prepared.run.root, info.frames, (info.height, info.width),
-                               name=ANONYMIZED, timing=info.timing.to_dict())
+    return nl.run_frames_layer(
+        prepared.run.root,
+        info.frames,
+        (info.height, info.width),
+        name=ANONYMIZED,
+        timing=info.timing.to_dict(),
+    )
 
 
 def ensure_original_layer(viewer: napari.viewer.Viewer, video: Path) -> Any:
@@ -116,13 +124,18 @@ class PrepareWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.job: BackgroundJob | None = None
 
-        self.video = PathRow("open", "video file (.mp4, .mov, .gif, ...)",
-                             "Videos (*.mp4 *.mov *.avi *.mkv *.webm *.gif *.m4v);;All (*)")
+        self.video = PathRow(
+            "open",
+            "video file (.mp4, .mov, .gif, ...)",
+            "Videos (*.mp4 *.mov *.avi *.mkv *.webm *.gif *.m4v);;All (*)",
+        )
         self.run_dir = PathRow("folder", "run folder (created if missing)")
         self.edges = QComboBox()
         self.edges.addItems(["soft", "hed"])
-        self.edges.setToolTip("soft: no weights needed; hed: ControlNet's HED annotator "
-                              "(weights found locally, or downloaded when not offline)")
+        self.edges.setToolTip(
+            "soft: no weights needed; hed: ControlNet's HED annotator "
+            "(weights found locally, or downloaded when not offline)"
+        )
         self.safe_edges = QCheckBox("safe edges (no faint copy of the face)")
         self.hed_weights = PathRow("open", "HED weights (optional, for edges = hed)")
         self.flow = QComboBox()
@@ -138,7 +151,8 @@ class PrepareWidget(QWidget):
         self.on_damaged_frame.setToolTip(
             "a frame in the middle of the clip that does not decode: stop with an error "
             "(error), or show the previous good frame in its place and list it in the run "
-            "folder and the export's sidecar (repeat)")
+            "folder and the export's sidecar (repeat)"
+        )
         self.prepare_button = QPushButton("Prepare")
         self.open_button = QPushButton("Open run folder")
         self.cancel_button = QPushButton("Cancel")
@@ -156,8 +170,9 @@ class PrepareWidget(QWidget):
         form.addRow("Short side", self.short_side)
         form.addRow("", self.vectors)
         form.addRow("Damaged frames", self.on_damaged_frame)
-        stack_layout(self, form, [self.prepare_button, self.open_button, self.cancel_button],
-                     [self.status])
+        stack_layout(
+            self, form, [self.prepare_button, self.open_button, self.cancel_button], [self.status]
+        )
 
         self.prepare_button.clicked.connect(self.prepare)
         self.open_button.clicked.connect(self.open_run)
@@ -168,12 +183,14 @@ class PrepareWidget(QWidget):
         from ..prepare.pipeline import PrepareSettings
 
         hed = self.hed_weights.path()
-        return PrepareSettings(edges=self.edges.currentText(),
-                               safe_edges=self.safe_edges.isChecked(),
-                               hed_weights=str(hed) if hed else None,
-                               flow=self.flow.currentText(),
-                               short_side=self.short_side.value(),
-                               on_damaged_frame=self.on_damaged_frame.currentText())
+        return PrepareSettings(
+            edges=self.edges.currentText(),
+            safe_edges=self.safe_edges.isChecked(),
+            hed_weights=str(hed) if hed else None,
+            flow=self.flow.currentText(),
+            short_side=self.short_side.value(),
+            on_damaged_frame=self.on_damaged_frame.currentText(),
+        )
 
     def _paths(self) -> tuple[Path, Path]:
         video, run_dir = self.video.path(), self.run_dir.path()
@@ -185,8 +202,12 @@ class PrepareWidget(QWidget):
 
     def prepare(self) -> BackgroundJob | None:
         """Compute (or reuse) faces, edges and flow in the background."""
-        return self._start(lambda video, run_dir: _prepare_job(
-            video, run_dir, self.settings(), self.vectors.isChecked()), "Preparing")
+        return self._start(
+            lambda video, run_dir: _prepare_job(
+                video, run_dir, self.settings(), self.vectors.isChecked()
+            ),
+            "Preparing",
+        )
 
     def open_run(self) -> BackgroundJob | None:
         """Reopen a run folder: prepared layers, edits and finished frames come back."""
@@ -211,9 +232,14 @@ class PrepareWidget(QWidget):
         self.session.video, self.session.run_dir = video, run_dir
         self._busy(True)
         self.status.setText(f"{description}...")
-        self.job = BackgroundJob(lambda: make(video, run_dir), description=description,
-                                 on_event=self._on_event, on_done=self._on_done,
-                                 on_finished=lambda: self._busy(False), status=self.status)
+        self.job = BackgroundJob(
+            lambda: make(video, run_dir),
+            description=description,
+            on_event=self._on_event,
+            on_done=self._on_done,
+            on_finished=lambda: self._busy(False),
+            status=self.status,
+        )
         return self.job
 
     def _busy(self, busy: bool) -> None:
@@ -230,8 +256,9 @@ class PrepareWidget(QWidget):
             layer = put_layer(self.viewer, kwargs["name"], (data, kwargs, kind))
             if kind == "image" and kwargs["name"] != ANONYMIZED and original in self.viewer.layers:
                 # working-size images sit just above the original, under the overlays
-                self.viewer.layers.move(self.viewer.layers.index(layer),
-                                        self.viewer.layers.index(original) + 1)
+                self.viewer.layers.move(
+                    self.viewer.layers.index(layer), self.viewer.layers.index(original) + 1
+                )
             if new and kwargs["name"].startswith(_HIDDEN_AT_FIRST):
                 layer.visible = False
         self.session.set_prepared(event.prepared)
@@ -241,4 +268,5 @@ class PrepareWidget(QWidget):
         lost = len(s["lost_frames"])
         self.status.setText(
             f"Prepared {s['frames']} frames: face on {s['face_frames']}, lost on {lost}, "
-            f"anchor frame {s['anchor']}. Check the face boxes in 2 Correct.")
+            f"anchor frame {s['anchor']}. Check the face boxes in 2 Correct."
+        )

@@ -74,10 +74,19 @@ def head_pose(landmarks: np.ndarray, frame_hw: tuple[int, int]) -> tuple[float, 
     eye_width_px = max(float(np.linalg.norm(image_points[3] - image_points[2])), 1.0)
     depth = focal * (_POSE_MODEL[3, 0] - _POSE_MODEL[2, 0]) / eye_width_px
     nose = image_points[0]
-    tvec = np.array([[(nose[0] - w / 2) * depth / focal], [(nose[1] - h / 2) * depth / focal],
-                     [depth]])
-    ok, rvec, _ = cv2.solvePnP(_POSE_MODEL, image_points, camera, None, np.zeros((3, 1)), tvec,
-                               useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+    tvec = np.array(
+        [[(nose[0] - w / 2) * depth / focal], [(nose[1] - h / 2) * depth / focal], [depth]]
+    )
+    ok, rvec, _ = cv2.solvePnP(
+        _POSE_MODEL,
+        image_points,
+        camera,
+        None,
+        np.zeros((3, 1)),
+        tvec,
+        useExtrinsicGuess=True,
+        flags=cv2.SOLVEPNP_ITERATIVE,
+    )
     if not ok:
         return (float("nan"),) * 3
     rotation, _ = cv2.Rodrigues(rvec)
@@ -111,14 +120,23 @@ def expression_features(landmarks: np.ndarray, frame_hw: tuple[int, int]) -> np.
         return 0.5 * (np.linalg.norm(e[1] - e[5]) + np.linalg.norm(e[2] - e[4]))
 
     eyes = 0.5 * (aperture(_LEFT_EYE) + aperture(_RIGHT_EYE))
-    mouth_open = np.mean([np.linalg.norm(pts[a] - pts[b])
-                          for a, b in ((61, 67), (62, 66), (63, 65))])
+    mouth_open = np.mean(
+        [np.linalg.norm(pts[a] - pts[b]) for a, b in ((61, 67), (62, 66), (63, 65))]
+    )
     mouth_width = np.linalg.norm(pts[48] - pts[54])
     pitch, yaw, roll = head_pose(pts, frame_hw)
-    return np.array([
-        brow_raise / size, brow_gap / size, eyes / size, mouth_open / size, mouth_width / size,
-        pitch, yaw, roll,
-    ])
+    return np.array(
+        [
+            brow_raise / size,
+            brow_gap / size,
+            eyes / size,
+            mouth_open / size,
+            mouth_width / size,
+            pitch,
+            yaw,
+            roll,
+        ]
+    )
 
 
 def clip_features(landmarks: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:

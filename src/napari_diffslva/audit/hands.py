@@ -29,8 +29,10 @@ def box_mask(hw: tuple[int, int], box: np.ndarray | None, grow: float = 0.25) ->
         return mask
     x0, y0, x1, y1 = (float(v) for v in box)
     gx, gy = grow * (x1 - x0), grow * (y1 - y0)
-    mask[max(int(y0 - gy), 0):max(int(np.ceil(y1 + gy)), 0),
-         max(int(x0 - gx), 0):max(int(np.ceil(x1 + gx)), 0)] = True
+    mask[
+        max(int(y0 - gy), 0) : max(int(np.ceil(y1 + gy)), 0),
+        max(int(x0 - gx), 0) : max(int(np.ceil(x1 + gx)), 0),
+    ] = True
     return mask
 
 
@@ -84,6 +86,9 @@ def region_ssim(original: np.ndarray, anonymized: np.ndarray, boxes: np.ndarray 
         x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
         if min(x1 - x0, y1 - y0) < _MIN_SSIM_SIDE:
             continue
-        scores.append(structural_similarity(original[y0:y1, x0:x1], anonymized[y0:y1, x0:x1],
-                                            channel_axis=-1, data_range=255))
+        scores.append(
+            structural_similarity(
+                original[y0:y1, x0:x1], anonymized[y0:y1, x0:x1], channel_axis=-1, data_range=255
+            )
+        )
     return float(np.mean(scores)) if scores else float("nan")

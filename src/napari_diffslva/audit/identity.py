@@ -28,13 +28,16 @@ def face_embedding(frame: np.ndarray, box: FaceBox, landmarks: np.ndarray) -> np
     import dlib
 
     pts = np.asarray(landmarks, dtype=np.float64)
-    rect = dlib.rectangle(int(round(box.x0)), int(round(box.y0)),
-                          int(round(box.x1)) - 1, int(round(box.y1)) - 1)
-    shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y)))
-                                              for x, y in pts])
+    rect = dlib.rectangle(
+        int(round(box.x0)), int(round(box.y0)), int(round(box.x1)) - 1, int(round(box.y1)) - 1
+    )
+    shape = dlib.full_object_detection(
+        rect, [dlib.point(int(round(x)), int(round(y))) for x, y in pts]
+    )
     image = np.ascontiguousarray(frame, dtype=np.uint8)
-    return np.asarray(dlib_models.face_encoder().compute_face_descriptor(image, shape, 0),
-                      dtype=np.float64)
+    return np.asarray(
+        dlib_models.face_encoder().compute_face_descriptor(image, shape, 0), dtype=np.float64
+    )
 
 
 def signer_reference(embeddings: np.ndarray) -> np.ndarray:
@@ -67,9 +70,7 @@ def box_iou(a: FaceBox, b: FaceBox) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def locate_face_near(
-    frame: np.ndarray, near: FaceBox, margin: float = 1.0
-) -> FaceBox | None:
+def locate_face_near(frame: np.ndarray, near: FaceBox, margin: float = 1.0) -> FaceBox | None:
     """The face in ``frame`` closest to where ``near`` is, or None if a detector finds none.
 
     An anonymized face should sit where the original's was, so the search is a crop of

@@ -46,14 +46,26 @@ def plot_identity(result: AuditResult) -> bytes:
     fig = _figure(9, 3.4)
     ax = fig.add_subplot()
     ax.axhspan(0, idn.threshold, color=_ANONYMIZED, alpha=0.08, label="same person (leak)")
-    ax.axhline(idn.threshold, color=_ANONYMIZED, ls="--", lw=1,
-               label=f"threshold {idn.threshold:g}")
+    ax.axhline(
+        idn.threshold, color=_ANONYMIZED, ls="--", lw=1, label=f"threshold {idn.threshold:g}"
+    )
     ax.plot(x, idn.distance, "o-", ms=3, color=_ANONYMIZED, label="anonymized vs signer")
-    ax.plot(x, idn.original_distance, "s", ms=3, color=_ORIGINAL,
-            label="original vs signer (own spread)")
+    ax.plot(
+        x,
+        idn.original_distance,
+        "s",
+        ms=3,
+        color=_ORIGINAL,
+        label="original vs signer (own spread)",
+    )
     if idn.no_face_frames:
-        ax.plot(x, idn.fitted_distance, "x", color=_FLAG,
-                label="no face found in output: fitted where the face was")
+        ax.plot(
+            x,
+            idn.fitted_distance,
+            "x",
+            color=_FLAG,
+            label="no face found in output: fitted where the face was",
+        )
     if not idn.measured:
         _no_data(ax, "no face in the original: identity not measured")
     shown = np.r_[idn.distance, idn.original_distance, idn.fitted_distance, 2 * idn.threshold]
@@ -105,10 +117,20 @@ def plot_hands_temporal(result: AuditResult) -> bytes:
     ax = fig.add_subplot(2, 1, 2)
     if tm.pairs:
         current = [p[1] for p in tm.pairs]
-        ax.plot(current, tm.input_error, "-", color=_ORIGINAL,
-                label=f"input (mean {tm.warp_error_input:.2f})")
-        ax.plot(current, tm.output_error, "-", color=_ANONYMIZED,
-                label=f"output (mean {tm.warp_error_output:.2f})")
+        ax.plot(
+            current,
+            tm.input_error,
+            "-",
+            color=_ORIGINAL,
+            label=f"input (mean {tm.warp_error_input:.2f})",
+        )
+        ax.plot(
+            current,
+            tm.output_error,
+            "-",
+            color=_ANONYMIZED,
+            label=f"output (mean {tm.warp_error_output:.2f})",
+        )
         ax.legend(fontsize=7)
     else:
         _no_data(ax, "one frame: no consecutive pair")
@@ -126,9 +148,11 @@ def plot_flags(result: AuditResult) -> bytes:
         ("identity leak", idn.leak_frames, _ANONYMIZED),
         ("no face in output", idn.no_face_frames, _FLAG),
         ("expression fitted\nwithout detection", ex.fitted_without_detection_frames, "#9467bd"),
-        ("no face in original",
-         sorted(audited - set(idn.original_face_frames)) if idn.measured else sorted(audited),
-         "grey"),
+        (
+            "no face in original",
+            sorted(audited - set(idn.original_face_frames)) if idn.measured else sorted(audited),
+            "grey",
+        ),
     ]
     fig = _figure(9, 2.2)
     ax = fig.add_subplot()
@@ -144,8 +168,9 @@ def plot_flags(result: AuditResult) -> bytes:
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -169,33 +194,48 @@ def render_html(result: AuditResult, pngs: dict[str, bytes]) -> str:
     data = result.to_json()
     idn, ex, hd, tm = data["identity"], data["expression"], data["hands"], data["temporal"]
     s = idn["summary"]
-    verdict = ("identity not measured" if not s["measured"] else
-               "LEAK: the signer is recognisable in some frames" if idn["leak_frames"] else
-               "no leak found in the audited frames")
-    overview = _table([
-        ("frames (audited)", f"{data['frames']} ({len(data['frame_indices'])})"),
-        ("identity", verdict),
-        ("mean identity distance (threshold)",
-         f"{_fmt(s['mean_distance'])} ({idn['threshold']:g})"),
-        ("leak frames", _frames_text(idn["leak_frames"])),
-        ("frames with no face in the output", _frames_text(idn["no_face_frames"])),
-        ("damaged source frames (the previous good frame stands in)",
-         _frames_text(data.get("damaged_frames", []))),
-        ("mean expression correlation", _fmt(ex["summary"]["mean_correlation"])),
-        ("edge F outside the face", _fmt(hd["summary"]["edge_f"])),
-        ("SSIM (frame)", _fmt(hd["summary"]["ssim"])),
-        ("SSIM (hands)", _fmt(hd["summary"]["hand_ssim"])),
-        ("warping error input / output",
-         f"{_fmt(tm['warp_error_input'], 2)} / {_fmt(tm['warp_error_output'], 2)}"),
-    ], ("measure", "value"))
+    verdict = (
+        "identity not measured"
+        if not s["measured"]
+        else "LEAK: the signer is recognisable in some frames"
+        if idn["leak_frames"]
+        else "no leak found in the audited frames"
+    )
+    overview = _table(
+        [
+            ("frames (audited)", f"{data['frames']} ({len(data['frame_indices'])})"),
+            ("identity", verdict),
+            (
+                "mean identity distance (threshold)",
+                f"{_fmt(s['mean_distance'])} ({idn['threshold']:g})",
+            ),
+            ("leak frames", _frames_text(idn["leak_frames"])),
+            ("frames with no face in the output", _frames_text(idn["no_face_frames"])),
+            (
+                "damaged source frames (the previous good frame stands in)",
+                _frames_text(data.get("damaged_frames", [])),
+            ),
+            ("mean expression correlation", _fmt(ex["summary"]["mean_correlation"])),
+            ("edge F outside the face", _fmt(hd["summary"]["edge_f"])),
+            ("SSIM (frame)", _fmt(hd["summary"]["ssim"])),
+            ("SSIM (hands)", _fmt(hd["summary"]["hand_ssim"])),
+            (
+                "warping error input / output",
+                f"{_fmt(tm['warp_error_input'], 2)} / {_fmt(tm['warp_error_output'], 2)}",
+            ),
+        ],
+        ("measure", "value"),
+    )
     features = _table(
-        [(f, _fmt(ex["correlation"][f], 2), _fmt(ex["error"][f]), ex["units"][f])
-         for f in ex["features"]],
+        [
+            (f, _fmt(ex["correlation"][f], 2), _fmt(ex["error"][f]), ex["units"][f])
+            for f in ex["features"]
+        ],
         ("feature", "correlation r", "mean abs. error", "unit"),
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data["notes"]) or "<li>none</li>"
     images = "".join(
-        f'<h2>{html.escape(name.replace("_", " and ").capitalize())}</h2>'
+        f"<h2>{html.escape(name.replace('_', ' and ').capitalize())}</h2>"
         f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         for name, png in pngs.items()
     )

@@ -134,9 +134,12 @@ class ExpressionResult:
             "correlation": {f: _num(v) for f, v in self.correlation.items()},
             "error": {f: _num(v) for f, v in self.error.items()},
             # how much the original's feature moves: a correlation means little without it
-            "original_std": {f: _num(np.nanstd(self.original[:, k]))
-                             if np.isfinite(self.original[:, k]).any() else None
-                             for k, f in enumerate(self.features)},
+            "original_std": {
+                f: _num(np.nanstd(self.original[:, k]))
+                if np.isfinite(self.original[:, k]).any()
+                else None
+                for k, f in enumerate(self.features)
+            },
             "fitted_without_detection_frames": list(map(int, self.fitted_without_detection_frames)),
             "summary": self.summary(),
         }

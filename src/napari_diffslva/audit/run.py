@@ -65,8 +65,9 @@ def _frame_getter(frames: FrameSequence, name: str, size: tuple[int, int] | None
     def get(i: int) -> np.ndarray:
         frame = np.asarray(frames[i])
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise VideoError(f"{name} frame {i}: expected uint8 RGB (H, W, 3), got "
-                             f"{frame.dtype} {frame.shape}")
+            raise VideoError(
+                f"{name} frame {i}: expected uint8 RGB (H, W, 3), got {frame.dtype} {frame.shape}"
+            )
         if size is not None and frame.shape[:2] != size:
             import cv2
 
@@ -87,8 +88,10 @@ def _check_pair(original: FrameSequence, anonymized: FrameSequence) -> tuple[Any
             "clip with every frame of the original"
         )
     get_original = _frame_getter(original, "original", None)
-    first_original, first_anonymized = get_original(0), _frame_getter(anonymized, "anonymized",
-                                                                       None)(0)
+    first_original, first_anonymized = (
+        get_original(0),
+        _frame_getter(anonymized, "anonymized", None)(0),
+    )
     (h, w), (ha, wa) = first_original.shape[:2], first_anonymized.shape[:2]
     notes = []
     if (h, w) != (ha, wa):
@@ -182,8 +185,9 @@ def audit_clips(
     anonymized_boxes = np.full((n, 4), np.nan)
     fitted_without_detection: list[int] = []
     with_face = np.flatnonzero(has_face)
-    reference_frames = {int(with_face[j]) for j in
-                        sample_frames(len(with_face), max_frames=REFERENCE_FRAMES)}
+    reference_frames = {
+        int(with_face[j]) for j in sample_frames(len(with_face), max_frames=REFERENCE_FRAMES)
+    }
     for k, i in enumerate(indices):
         start = time.perf_counter()
         if has_face[k]:
@@ -197,29 +201,40 @@ def audit_clips(
                 # fit depends on the box, and detector jitter is not an expression change.
                 fit = box if box_iou(found, box) >= _SAME_PLACE_IOU else found
                 anonymized_landmarks[k] = face_landmarks(anonymizeds[i], fit)
-                anonymized_embeddings[k] = face_embedding(anonymizeds[i], fit,
-                                                          anonymized_landmarks[k])
+                anonymized_embeddings[k] = face_embedding(
+                    anonymizeds[i], fit, anonymized_landmarks[k]
+                )
             else:  # read the face where it should be, even if no detector finds it there
                 anonymized_landmarks[k] = face_landmarks(anonymizeds[i], box)
-                fitted_embeddings[k] = face_embedding(anonymizeds[i], box,
-                                                      anonymized_landmarks[k])
+                fitted_embeddings[k] = face_embedding(anonymizeds[i], box, anonymized_landmarks[k])
                 fitted_without_detection.append(i)
         yield Progress("identity", k + 1, n, time.perf_counter() - start)
 
-    identity = _identity(indices, has_face, original_embeddings, anonymized_embeddings,
-                         fitted_embeddings, notes)
+    identity = _identity(
+        indices, has_face, original_embeddings, anonymized_embeddings, fitted_embeddings, notes
+    )
     original_features = expr.clip_features(np.where(has_face[:, None, None], landmarks, np.nan), hw)
     anonymized_features = expr.clip_features(anonymized_landmarks, hw)
     correlation, error = expr.compare_features(original_features, anonymized_features)
     if identity.measured and not np.isfinite(list(correlation.values())).any():
-        notes.append("expression: correlation over time needs at least 3 audited frames with "
-                     "a face in both clips and some movement; it is null here")
+        notes.append(
+            "expression: correlation over time needs at least 3 audited frames with "
+            "a face in both clips and some movement; it is null here"
+        )
     if fitted_without_detection:
-        notes.append(f"expression: {len(fitted_without_detection)} anonymized frames had no "
-                     "detectable face; their landmarks were fitted where the original's face is")
-    expression = ExpressionResult(list(expr.FEATURES), dict(expr.UNITS), original_features,
-                                  anonymized_features, correlation, error,
-                                  fitted_without_detection)
+        notes.append(
+            f"expression: {len(fitted_without_detection)} anonymized frames had no "
+            "detectable face; their landmarks were fitted where the original's face is"
+        )
+    expression = ExpressionResult(
+        list(expr.FEATURES),
+        dict(expr.UNITS),
+        original_features,
+        anonymized_features,
+        correlation,
+        error,
+        fitted_without_detection,
+    )
 
     # 3. Hands and body.
     from ..prepare.edges import soft_edges
@@ -231,8 +246,9 @@ def audit_clips(
         start = time.perf_counter()
         face_region = hands_metrics.box_mask(hw, boxes[k] if has_face[k] else fallback_face)
         face_region |= hands_metrics.box_mask(hw, anonymized_boxes[k])
-        edge_f[k] = hands_metrics.edge_fscore(soft_edges(originals[i]), soft_edges(anonymizeds[i]),
-                                              exclude=face_region)
+        edge_f[k] = hands_metrics.edge_fscore(
+            soft_edges(originals[i]), soft_edges(anonymizeds[i]), exclude=face_region
+        )
         ssim[k] = hands_metrics.frame_ssim(originals[i], anonymizeds[i])
         if hand_ssim is not None:
             hand_ssim[k] = hands_metrics.region_ssim(originals[i], anonymizeds[i], hands_given[i])
@@ -245,8 +261,9 @@ def audit_clips(
     input_error, output_error = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
     for k, (p, i) in enumerate(pairs):
         start = time.perf_counter()
-        input_error[k], output_error[k] = warp_errors(originals[p], originals[i],
-                                                      anonymizeds[p], anonymizeds[i])
+        input_error[k], output_error[k] = warp_errors(
+            originals[p], originals[i], anonymizeds[p], anonymizeds[i]
+        )
         yield Progress("temporal", k + 1, len(pairs), time.perf_counter() - start)
     if not pairs:
         notes.append("temporal: a single frame has no consecutive pair; warping error is null")
@@ -275,11 +292,21 @@ def _identity(
     n = len(indices)
     distance, original_distance, fitted_distance = (np.full(n, np.nan) for _ in range(3))
     if not has_face.any():
-        notes.append("identity and expression: no face was found in any audited frame of the "
-                     "original, so there is nothing to compare; check that the first clip is "
-                     "the original and that the face is visible and frontal")
-        return IdentityResult(distance, original_distance, fitted_distance,
-                              SAME_PERSON_THRESHOLD, [], [], [], measured=False)
+        notes.append(
+            "identity and expression: no face was found in any audited frame of the "
+            "original, so there is nothing to compare; check that the first clip is "
+            "the original and that the face is visible and frontal"
+        )
+        return IdentityResult(
+            distance,
+            original_distance,
+            fitted_distance,
+            SAME_PERSON_THRESHOLD,
+            [],
+            [],
+            [],
+            measured=False,
+        )
     embedded = np.isfinite(original_embeddings).all(axis=1)
     reference = signer_reference(original_embeddings[embedded])
     for k in np.flatnonzero(has_face):
@@ -294,8 +321,16 @@ def _identity(
     leaking = (distance < SAME_PERSON_THRESHOLD) | (fitted_distance < SAME_PERSON_THRESHOLD)
     leaks = [indices[k] for k in np.flatnonzero(leaking)]
     no_face = [indices[k] for k in np.flatnonzero(has_face & ~np.isfinite(distance))]
-    return IdentityResult(distance, original_distance, fitted_distance, SAME_PERSON_THRESHOLD,
-                          leaks, no_face, face_frames, measured=True)
+    return IdentityResult(
+        distance,
+        original_distance,
+        fitted_distance,
+        SAME_PERSON_THRESHOLD,
+        leaks,
+        no_face,
+        face_frames,
+        measured=True,
+    )
 
 
 def audit_videos(
@@ -325,12 +360,22 @@ def audit_videos(
             f"{original_info.frames}; the audit compares frame by frame, so export the "
             "anonymized clip with every frame of the original"
         )
-    with VideoReader(original_path, info=original_info, on_damaged="repeat") as original, \
-            VideoReader(anonymized_path, info=anonymized_info) as anonymized:
-        result = yield from audit_clips(original, anonymized, hand_boxes=hand_boxes,
-                                        track=track, stride=stride, max_frames=max_frames)
+    with (
+        VideoReader(original_path, info=original_info, on_damaged="repeat") as original,
+        VideoReader(anonymized_path, info=anonymized_info) as anonymized,
+    ):
+        result = yield from audit_clips(
+            original,
+            anonymized,
+            hand_boxes=hand_boxes,
+            track=track,
+            stride=stride,
+            max_frames=max_frames,
+        )
     if original_info.damaged:
         result.damaged_frames = list(original_info.damaged)
-        result.notes.append(f"{len(original_info.damaged)} frame(s) of the original do not "
-                            "decode; the audit read the previous good frame in their place")
+        result.notes.append(
+            f"{len(original_info.damaged)} frame(s) of the original do not "
+            "decode; the audit read the previous good frame in their place"
+        )
     return result

@@ -15,7 +15,15 @@ import sys
 from ..errors import DiffslvaError
 
 SUBCOMMANDS = [
-    "info", "probe", "export", "prepare", "anonymize", "selftest", "audit", "reenact", "batch",
+    "info",
+    "probe",
+    "export",
+    "prepare",
+    "anonymize",
+    "selftest",
+    "audit",
+    "reenact",
+    "batch",
     "settings",
 ]
 
@@ -43,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"napari-diffslva {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"napari-diffslva {args.command}: interrupted; finished frames are kept",
-              file=sys.stderr)
+        print(
+            f"napari-diffslva {args.command}: interrupted; finished frames are kept",
+            file=sys.stderr,
+        )
         return 130
 
 

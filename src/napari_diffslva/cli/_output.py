@@ -33,8 +33,14 @@ def drive_with_bar(gen: ProgressGenerator[T], desc: str, quiet: bool = False) ->
                 if bar is not None:
                     bar.close()
                 # disable=None: no bar when stderr is not a terminal (logs, CI, batch jobs)
-                bar = tqdm(total=event.total, desc=label, unit="frame", disable=None,
-                           file=sys.stderr, dynamic_ncols=True)
+                bar = tqdm(
+                    total=event.total,
+                    desc=label,
+                    unit="frame",
+                    disable=None,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
                 bar_label = label
             bar.update(event.done - bar.n)
     finally:

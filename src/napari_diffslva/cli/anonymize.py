@@ -15,8 +15,9 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     flags the user actually gave."""
     from ..pipeline import SETTINGS_CLASSES
 
-    g = p.add_argument_group("settings (defaults: the method's published ones; "
-                             "docs/settings.md lists every key)")
+    g = p.add_argument_group(
+        "settings (defaults: the method's published ones; docs/settings.md lists every key)"
+    )
     g.add_argument("--config", help="TOML or JSON file of settings (same names as the flags)")
     add_flags(g, SETTINGS_CLASSES)
 
@@ -55,20 +56,32 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import anonymize
 
     settings = settings_from_args(args)
-    gen = anonymize(args.video, args.output, run_dir=args.run_dir, settings=settings,
-                    resume=args.resume, overwrite=args.overwrite, side_by_side=args.side_by_side)
+    gen = anonymize(
+        args.video,
+        args.output,
+        run_dir=args.run_dir,
+        settings=settings,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        side_by_side=args.side_by_side,
+    )
     result = drive_with_bar(gen, "anonymize", quiet=args.json)
     d = result.to_dict()
     if args.json:
         print_json(d)
         return 0
-    print(f"wrote {d['output']}: {d['frames']} frames at {d['rate']} fps "
-          f"(run folder {d['run_dir']})")
+    print(
+        f"wrote {d['output']}: {d['frames']} frames at {d['rate']} fps (run folder {d['run_dir']})"
+    )
     if "seconds_per_frame" in d:
-        print(f"  {d['seconds_per_frame']:.2f} s per frame, "
-              f"{d.get('unet_evals_per_frame', 0):.0f} UNet evaluations per frame")
+        print(
+            f"  {d['seconds_per_frame']:.2f} s per frame, "
+            f"{d.get('unet_evals_per_frame', 0):.0f} UNet evaluations per frame"
+        )
     lost = d["face_module"].get("lost_frames")
     if lost:
-        print(f"  face module left {len(lost)} frames without a tracked face unchanged: "
-              f"{', '.join(map(str, lost[:20]))}{' ...' if len(lost) > 20 else ''}")
+        print(
+            f"  face module left {len(lost)} frames without a tracked face unchanged: "
+            f"{', '.join(map(str, lost[:20]))}{' ...' if len(lost) > 20 else ''}"
+        )
     return 0

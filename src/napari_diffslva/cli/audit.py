@@ -25,15 +25,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write audit.json, plots and report.html")
     p.add_argument("--stride", type=int, default=1, help="audit every N-th frame (default 1)")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N",
-                   help="audit at most N frames spread over the clip")
-    p.add_argument("--hand-boxes", metavar="FILE",
-                   help="JSON list, one entry per frame, of [x0, y0, x1, y1] hand boxes in "
-                        "pixels (adds hand-region SSIM)")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="audit at most N frames spread over the clip",
+    )
+    p.add_argument(
+        "--hand-boxes",
+        metavar="FILE",
+        help="JSON list, one entry per frame, of [x0, y0, x1, y1] hand boxes in "
+        "pixels (adds hand-region SSIM)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--fail-on-leak", action="store_true",
-                   help="exit with code 3 when any frame is still recognisable (for scripts "
-                        "that must not release a clip that leaks identity)")
+    p.add_argument(
+        "--fail-on-leak",
+        action="store_true",
+        help="exit with code 3 when any frame is still recognisable (for scripts "
+        "that must not release a clip that leaks identity)",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,8 +53,10 @@ def load_hand_boxes(path: str | Path) -> list[np.ndarray]:
     p = Path(path)
     try:
         data = json.loads(p.read_text())
-        boxes = [np.asarray(frame if frame else np.zeros((0, 4)), dtype=np.float64).reshape(-1, 4)
-                 for frame in data]
+        boxes = [
+            np.asarray(frame if frame else np.zeros((0, 4)), dtype=np.float64).reshape(-1, 4)
+            for frame in data
+        ]
     except (OSError, ValueError, TypeError) as exc:
         raise SettingsError(
             f"{p}: not a JSON list of per-frame [x0, y0, x1, y1] box lists ({exc})"
@@ -56,9 +69,15 @@ def run(args: argparse.Namespace) -> int:
 
     hand_boxes = load_hand_boxes(args.hand_boxes) if args.hand_boxes else None
     result = drive_with_bar(
-        audit_videos(args.original, args.anonymized, hand_boxes=hand_boxes,
-                     stride=args.stride, max_frames=args.max_frames),
-        "audit", quiet=args.quiet,
+        audit_videos(
+            args.original,
+            args.anonymized,
+            hand_boxes=hand_boxes,
+            stride=args.stride,
+            max_frames=args.max_frames,
+        ),
+        "audit",
+        quiet=args.quiet,
     )
     data = result.to_json()
     if args.report:
@@ -82,19 +101,28 @@ def _print_summary(data: dict) -> None:
     idn, ex, hd, tm = data["identity"], data["expression"], data["hands"], data["temporal"]
     s = idn["summary"]
     print(f"frames            {data['frames']} ({len(data['frame_indices'])} audited)")
-    print(f"identity          mean distance {_fmt(s['mean_distance'])} "
-          f"(same person below {idn['threshold']:g})")
-    print(f"  leak frames     {len(idn['leak_frames'])} of {s['frames_with_original_face']} "
-          f"with a face {idn['leak_frames'][:20]}")
+    print(
+        f"identity          mean distance {_fmt(s['mean_distance'])} "
+        f"(same person below {idn['threshold']:g})"
+    )
+    print(
+        f"  leak frames     {len(idn['leak_frames'])} of {s['frames_with_original_face']} "
+        f"with a face {idn['leak_frames'][:20]}"
+    )
     print(f"  no face in out  {len(idn['no_face_frames'])} {idn['no_face_frames'][:20]}")
     print(f"expression        mean correlation {_fmt(ex['summary']['mean_correlation'], 2)}")
     for name in ex["features"]:
-        print(f"  {name:<15} r {_fmt(ex['correlation'][name], 2):>6}  "
-              f"error {_fmt(ex['error'][name])}")
-    print(f"hands and body    edge F {_fmt(hd['summary']['edge_f'])}  "
-          f"SSIM {_fmt(hd['summary']['ssim'])}  hand SSIM {_fmt(hd['summary']['hand_ssim'])}")
-    print(f"temporal          warping error input {_fmt(tm['warp_error_input'], 2)}  "
-          f"output {_fmt(tm['warp_error_output'], 2)}")
+        print(
+            f"  {name:<15} r {_fmt(ex['correlation'][name], 2):>6}  error {_fmt(ex['error'][name])}"
+        )
+    print(
+        f"hands and body    edge F {_fmt(hd['summary']['edge_f'])}  "
+        f"SSIM {_fmt(hd['summary']['ssim'])}  hand SSIM {_fmt(hd['summary']['hand_ssim'])}"
+    )
+    print(
+        f"temporal          warping error input {_fmt(tm['warp_error_input'], 2)}  "
+        f"output {_fmt(tm['warp_error_output'], 2)}"
+    )
     for note in data["notes"]:
         print(f"note: {note}")
     if "report" in data:

@@ -14,28 +14,54 @@ from .anonymize import add_settings_arguments, given_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("batch", help="anonymize many clips on a dask cluster (resumable)",
-                       description="Anonymize every clip of INPUTS into OUTDIR, one dask task "
-                       "per clip; rerun the same command to resume. See docs/batch.md.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="video files, folders (searched recursively) or glob patterns")
+    p = sub.add_parser(
+        "batch",
+        help="anonymize many clips on a dask cluster (resumable)",
+        description="Anonymize every clip of INPUTS into OUTDIR, one dask task "
+        "per clip; rerun the same command to resume. See docs/batch.md.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, folders (searched recursively) or glob patterns",
+    )
     p.add_argument("-o", "--outdir", required=True, help="output folder (gets batch.json)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="use a running dask scheduler, e.g. tcp://host:8786")
-    where.add_argument("--workers", type=int, metavar="N",
-                       help="local worker processes (default 1)")
-    p.add_argument("--group-by", metavar="REGEX", help="clips whose names give the same first "
-                   "group of REGEX are views of one utterance, e.g. '^(.+)_cam\\d+$'")
-    p.add_argument("--groups", metavar="CSV", help="CSV with columns clip,group (and any "
-                   "setting name as a per-clip override column)")
-    p.add_argument("--hash-names", action="store_true",
-                   help="name outputs by content hash (no source names in OUTDIR)")
-    p.add_argument("--runs-dir", metavar="DIR",
-                   help="run folders (default OUTDIR/.diffslva-runs); they hold data derived "
-                   "from the originals: do not publish them")
-    p.add_argument("--retries", type=int, default=2,
-                   help="retries of a clip that fails unexpectedly (default 2)")
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS", help="use a running dask scheduler, e.g. tcp://host:8786"
+    )
+    where.add_argument(
+        "--workers", type=int, metavar="N", help="local worker processes (default 1)"
+    )
+    p.add_argument(
+        "--group-by",
+        metavar="REGEX",
+        help="clips whose names give the same first "
+        "group of REGEX are views of one utterance, e.g. '^(.+)_cam\\d+$'",
+    )
+    p.add_argument(
+        "--groups",
+        metavar="CSV",
+        help="CSV with columns clip,group (and any setting name as a per-clip override column)",
+    )
+    p.add_argument(
+        "--hash-names",
+        action="store_true",
+        help="name outputs by content hash (no source names in OUTDIR)",
+    )
+    p.add_argument(
+        "--runs-dir",
+        metavar="DIR",
+        help="run folders (default OUTDIR/.diffslva-runs); they hold data derived "
+        "from the originals: do not publish them",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries of a clip that fails unexpectedly (default 2)",
+    )
     p.add_argument("--audit", action="store_true", help="audit each output (adds a summary)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     add_settings_arguments(p)
@@ -47,9 +73,17 @@ def run(args: argparse.Namespace) -> int:
 
     base, per_clip = read_config(args.config) if args.config else ({}, {})
     base.update(given_settings(args))
-    plan = plan_batch(args.inputs, args.outdir, settings=base, overrides=per_clip,
-                      group_by=args.group_by, groups_csv=args.groups,
-                      hash_names=args.hash_names, audit=args.audit, runs_dir=args.runs_dir)
+    plan = plan_batch(
+        args.inputs,
+        args.outdir,
+        settings=base,
+        overrides=per_clip,
+        group_by=args.group_by,
+        groups_csv=args.groups,
+        hash_names=args.hash_names,
+        audit=args.audit,
+        runs_dir=args.runs_dir,
+    )
     for note in plan.notes:
         print(f"napari-diffslva batch: note: {note}", file=sys.stderr)
     gpu = args.scheduler is None and local_gpu(plan)
@@ -59,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-              f"in {result.seconds:.0f} s; manifest {result.manifest}")
+        print(
+            f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+            f"in {result.seconds:.0f} s; manifest {result.manifest}"
+        )
         for name, rec in result.records.items():
             if rec["status"] == "failed":
                 print(f"  failed {name}: {rec['error']}")
@@ -81,11 +117,17 @@ def _drive(gen, quiet: bool):
             if quiet:
                 continue
             if bar is None:
-                bar = tqdm(total=event.total, desc="batch", unit="clip", file=sys.stderr,
-                           dynamic_ncols=True)
+                bar = tqdm(
+                    total=event.total,
+                    desc="batch",
+                    unit="clip",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
             s = event.payload
-            bar.set_postfix(done=s.done, failed=s.failed, skipped=s.skipped, running=s.running,
-                            refresh=False)
+            bar.set_postfix(
+                done=s.done, failed=s.failed, skipped=s.skipped, running=s.running, refresh=False
+            )
             bar.update(event.done - bar.n)
             if s.last is not None and s.last["status"] == "failed":
                 bar.write(f"failed: {s.last.get('error')}", file=sys.stderr)

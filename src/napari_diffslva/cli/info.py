@@ -7,8 +7,20 @@ import importlib.metadata as md
 
 from ._output import print_json
 
-PACKAGES = ["napari-diffslva", "torch", "diffusers", "transformers", "av", "opencv-python-headless",
-            "scikit-image", "dask", "distributed", "dlib-bin", "napari", "PyQt6"]
+PACKAGES = [
+    "napari-diffslva",
+    "torch",
+    "diffusers",
+    "transformers",
+    "av",
+    "opencv-python-headless",
+    "scikit-image",
+    "dask",
+    "distributed",
+    "dlib-bin",
+    "napari",
+    "PyQt6",
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +45,10 @@ def collect() -> dict:
         import torch
 
         if torch.cuda.is_available():
-            devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
-                        for i in range(torch.cuda.device_count())]
+            devices += [
+                f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                for i in range(torch.cuda.device_count())
+            ]
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             devices.append("mps")
     except ImportError:
@@ -42,8 +56,11 @@ def collect() -> dict:
     weights = {}
     for key, known in KNOWN_WEIGHTS.items():
         found = find_weights(known.filename)
-        weights[key] = {"file": known.filename, "purpose": known.purpose,
-                        "found": str(found) if found else None}
+        weights[key] = {
+            "file": known.filename,
+            "purpose": known.purpose,
+            "found": str(found) if found else None,
+        }
     try:
         dlib_dir = str(models_dir())
     except WeightsError as exc:
@@ -67,8 +84,10 @@ def _diffusion_models() -> dict:
     from ..engine.settings import DEFAULT_CONTROLNET, DEFAULT_MODEL
 
     out = {}
-    for repo, probe_file in ((DEFAULT_MODEL, "model_index.json"),
-                             (DEFAULT_CONTROLNET, "config.json")):
+    for repo, probe_file in (
+        (DEFAULT_MODEL, "model_index.json"),
+        (DEFAULT_CONTROLNET, "config.json"),
+    ):
         hit = try_to_load_from_cache(repo, probe_file)
         out[repo] = "cached" if isinstance(hit, str) else "not cached (downloaded on first use)"
     return out

@@ -16,9 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="show a clip's exact frame count, rate and size")
     p.add_argument("video", help="video file, image, or folder of numbered images")
     p.add_argument("--timestamps", action="store_true", help="include per-frame timestamps")
-    p.add_argument("--check-frames", action="store_true",
-                   help="decode every frame once and list the damaged ones (slower: a "
-                   "decode of the whole clip)")
+    p.add_argument(
+        "--check-frames",
+        action="store_true",
+        help="decode every frame once and list the damaged ones (slower: a "
+        "decode of the whole clip)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -35,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         print_json(d)
         return 0
     claim = d["header_frames"]
-    claimed = f" (the container claims {claim})" if claim is not None and claim != d["frames"] \
-        else ""
+    claimed = (
+        f" (the container claims {claim})" if claim is not None and claim != d["frames"] else ""
+    )
     print(f"frames    {d['frames']}{claimed}")
     print(f"rate      {d['rate']} ({d['fps']:.6g} fps){' variable' if d['variable_rate'] else ''}")
     print(f"size      {d['width']}x{d['height']}")

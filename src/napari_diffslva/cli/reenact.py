@@ -21,18 +21,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reenact",
         help="put a photo's face into a video, with its expressions (face replacement only, "
-             "not an anonymizer: hair, body and background are kept; use anonymize)",
+        "not an anonymizer: hair, body and background are kept; use anonymize)",
         description="Replace the face of DRIVING_VIDEO by the face of SOURCE_IMAGE with the "
-                    "driver's expressions. The driver's face is never shown (lost or "
-                    "occluded frames get the new face at the held pose over a blurred face "
-                    "region), but everything else in the frame is the original video: this "
-                    "is not an anonymizer.")
+        "driver's expressions. The driver's face is never shown (lost or "
+        "occluded frames get the new face at the held pose over a blurred face "
+        "region), but everything else in the frame is the original video: this "
+        "is not an anonymizer.",
+    )
     p.add_argument("source", metavar="SOURCE_IMAGE", help="photo (or video: first frame) of a face")
     p.add_argument("driving", metavar="DRIVING_VIDEO", help="video whose expressions to copy")
     p.add_argument("-o", "--output", required=True, help="output .mp4 or .mov")
-    p.add_argument("--backend", choices=BACKENDS, default="warp",
-                   help="warp: landmark warping, no weights (default); "
-                        "reenact: Thin-Plate Spline Motion Model (needs vox.pth.tar)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="warp",
+        help="warp: landmark warping, no weights (default); "
+        "reenact: Thin-Plate Spline Motion Model (needs vox.pth.tar)",
+    )
     p.add_argument("--weights", help="path of vox.pth.tar for --backend reenact")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -62,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"wrote {written}: {len(report.enhanced_frames)} of {report.frames} frames "
-              f"reenacted ({args.backend}, {report.seconds_per_frame:.2f} s/frame)")
+        print(
+            f"wrote {written}: {len(report.enhanced_frames)} of {report.frames} frames "
+            f"reenacted ({args.backend}, {report.seconds_per_frame:.2f} s/frame)"
+        )
         if report.held_frames:
-            print(f"face lost or occluded (new face held over a blurred face region): "
-                  f"frames {_ranges(report.held_frames)}")
+            print(
+                f"face lost or occluded (new face held over a blurred face region): "
+                f"frames {_ranges(report.held_frames)}"
+            )
     return 0
 
 

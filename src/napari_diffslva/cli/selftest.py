@@ -16,8 +16,11 @@ from ._output import drive_with_bar, print_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("selftest", help="run the pipeline on the sample with tiny random models")
-    p.add_argument("--save-models", metavar="DIR",
-                   help="keep the tiny models in DIR/sd and DIR/controlnet for smoke runs")
+    p.add_argument(
+        "--save-models",
+        metavar="DIR",
+        help="keep the tiny models in DIR/sd and DIR/controlnet for smoke runs",
+    )
     p.add_argument("--video", help="clip to use instead of the bundled sample")
     p.add_argument("-o", "--output", help="keep the anonymized clip here")
     p.add_argument("--frames", type=int, default=None, help="use only the first N frames")
@@ -43,14 +46,23 @@ def run(args: argparse.Namespace) -> int:
             write_video(read_frames(video, 0, args.frames), clip, rate=info.rate)
             video = clip
         source = probe(video)
-        settings = AnonymizeSettings.from_flat({
-            "model": str(sd_dir), "controlnet": str(cn_dir), "offline": True,
-            "short_side": 64, "steps": 4, "device": "cpu", "prompt": "a person is signing",
-        })
+        settings = AnonymizeSettings.from_flat(
+            {
+                "model": str(sd_dir),
+                "controlnet": str(cn_dir),
+                "offline": True,
+                "short_side": 64,
+                "steps": 4,
+                "device": "cpu",
+                "prompt": "a person is signing",
+            }
+        )
         output = Path(args.output) if args.output else tmp_dir / "anonymized.mp4"
-        result = drive_with_bar(anonymize(video, output, run_dir=tmp_dir / "run",
-                                          settings=settings, overwrite=True),
-                                "selftest", quiet=args.json)
+        result = drive_with_bar(
+            anonymize(video, output, run_dir=tmp_dir / "run", settings=settings, overwrite=True),
+            "selftest",
+            quiet=args.json,
+        )
         out = probe(output)
         checks = {
             "frame_count": out.frames == source.frames,
@@ -66,9 +78,11 @@ def run(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         failed = [k for k, ok in checks.items() if not ok]
-        print(f"selftest {'PASSED' if passed else 'FAILED'}: {source.frames} frames, "
-              f"{result.stats.get('seconds_per_frame', 0):.2f} s per frame"
-              + (f"; failed checks: {', '.join(failed)}" if failed else ""))
+        print(
+            f"selftest {'PASSED' if passed else 'FAILED'}: {source.frames} frames, "
+            f"{result.stats.get('seconds_per_frame', 0):.2f} s per frame"
+            + (f"; failed checks: {', '.join(failed)}" if failed else "")
+        )
         if args.save_models:
             print(f"tiny models kept: --model {sd_dir} --controlnet {cn_dir}")
     return 0 if passed else 1

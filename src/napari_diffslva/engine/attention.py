@@ -144,8 +144,9 @@ def select_layers(unet: Any, layers: str | Iterable[str]) -> list[str]:
         prefixes = [layers] if isinstance(layers, str) else list(layers)
         chosen = [n for n in self_attn if any(n.startswith(p) for p in prefixes)]
     if not chosen:
-        raise SettingsError(f"setting cross_frame_layers={layers!r} selects no self-attention "
-                            "layer of this UNet")
+        raise SettingsError(
+            f"setting cross_frame_layers={layers!r} selects no self-attention layer of this UNet"
+        )
     return chosen
 
 
@@ -154,8 +155,9 @@ def _layer_width(unet: Any, processor_name: str) -> int:
     return module.to_q.in_features
 
 
-def install_cross_frame(unet: Any, layers: str | Iterable[str] | None,
-                        controller: CrossFrameController) -> list[str]:
+def install_cross_frame(
+    unet: Any, layers: str | Iterable[str] | None, controller: CrossFrameController
+) -> list[str]:
     """Set cross-frame processors on the chosen layers and stock SDPA on all others.
 
     ``layers=None`` restores stock attention everywhere. Returns the cross-frame layer names.

@@ -62,8 +62,9 @@ def _source(name: str, what: str) -> tuple[str, bool]:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path), True
-    looks_like_path = (name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
-                       or "\\" in name)
+    looks_like_path = (
+        name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
+    )
     if looks_like_path or path.exists():
         raise WeightsError(f"{what} folder {name} not found (or not a folder in diffusers layout)")
     return name, False
@@ -99,8 +100,13 @@ class Models:
         """CLIP text embeddings ``(1, 77, D)`` of one prompt."""
         import torch
 
-        ids = self.tokenizer(prompt, padding="max_length", truncation=True,
-                             max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        ids = self.tokenizer(
+            prompt,
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        )
         with torch.no_grad():
             return self.text_encoder(ids.input_ids.to(self.device))[0].to(self.dtype)
 
@@ -131,11 +137,13 @@ def _load(settings: EngineSettings, device: torch.device, dtype: torch.dtype) ->
     common = {"local_files_only": offline}
     try:
         tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
-        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder",
-                                                     dtype=dtype, **common)
+        text_encoder = CLIPTextModel.from_pretrained(
+            model, subfolder="text_encoder", dtype=dtype, **common
+        )
         vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype, **common)
-        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype,
-                                                    **common)
+        unet = UNet2DConditionModel.from_pretrained(
+            model, subfolder="unet", torch_dtype=dtype, **common
+        )
         base = DDIMScheduler.from_pretrained(model, subfolder="scheduler", **common)
     except OSError as exc:
         raise _missing(settings.model, "model", exc) from exc
@@ -154,9 +162,16 @@ def _load(settings: EngineSettings, device: torch.device, dtype: torch.dtype) ->
         if device.type == "cpu":
             raise SettingsError("setting cpu_offload=true needs a GPU device; turn it off")
         pipe = StableDiffusionControlNetPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-            controlnet=controlnet, scheduler=scheduler, safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False)
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            controlnet=controlnet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         pipe.enable_model_cpu_offload(device=device)
         models.pipeline = pipe
     else:

@@ -137,8 +137,9 @@ class FrameSampler:
         self.on_step: Callable[[StepInfo], None] | None = None
         self.cfg = settings.guidance > 1.0
         cond = models.encode_prompt(settings.prompt)
-        self.embeddings = (torch.cat([models.encode_prompt(settings.negative_prompt), cond])
-                           if self.cfg else cond)
+        self.embeddings = (
+            torch.cat([models.encode_prompt(settings.negative_prompt), cond]) if self.cfg else cond
+        )
         scheduler = models.scheduler
         scheduler.set_timesteps(settings.steps)
         self.timesteps = [int(t) for t in scheduler.timesteps]
@@ -146,18 +147,20 @@ class FrameSampler:
         abar = scheduler.alphas_cumprod.double()
         final = float(scheduler.final_alpha_cumprod)
         self.abar = [float(abar[t]) for t in self.timesteps]
-        self.abar_prev = [float(abar[t - jump]) if t - jump >= 0 else final
-                          for t in self.timesteps]
+        self.abar_prev = [float(abar[t - jump]) if t - jump >= 0 else final for t in self.timesteps]
         # The same noise for every frame (drawn on the CPU: identical on every device).
         gen = torch.Generator().manual_seed(settings.seed)
         shape = (1, models.unet.config.in_channels, *self.latent_hw)
         self.noise = torch.randn(shape, generator=gen).to(models.device, models.dtype)
 
     # -- public ---------------------------------------------------------------------------
-    def translate_anchor(self, image: np.ndarray, control: np.ndarray,
-                         should_stop: Callable[[], bool] | None = None,
-                         style: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-                         ) -> AnchorGuide:
+    def translate_anchor(
+        self,
+        image: np.ndarray,
+        control: np.ndarray,
+        should_stop: Callable[[], bool] | None = None,
+        style: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> AnchorGuide:
         """Translate the anchor frame (one pass, plain self-attention) and cache its states.
 
         ``style`` (step -> channel mean, std) are AdaIN targets for the anchor's own x0: a
@@ -174,9 +177,14 @@ class FrameSampler:
         self.controller.recording = None
         return anchor
 
-    def translate_frame(self, image: np.ndarray, control: np.ndarray, anchor: AnchorGuide,
-                        refs: FrameRefs, should_stop: Callable[[], bool] | None = None
-                        ) -> np.ndarray:
+    def translate_frame(
+        self,
+        image: np.ndarray,
+        control: np.ndarray,
+        anchor: AnchorGuide,
+        refs: FrameRefs,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
         """Translate one non-anchor frame; its states become the next frame's "previous"."""
         s = self.settings
         guidance = _Guidance(anchor=anchor)
@@ -225,9 +233,15 @@ class FrameSampler:
         self.controller.recording = {}
         return self.controller.recording
 
-    def _sample(self, image: np.ndarray, control: np.ndarray, pass_index: int,
-                guidance: _Guidance, should_stop: Callable[[], bool] | None,
-                record: AnchorGuide | None = None) -> torch.Tensor:
+    def _sample(
+        self,
+        image: np.ndarray,
+        control: np.ndarray,
+        pass_index: int,
+        guidance: _Guidance,
+        should_stop: Callable[[], bool] | None,
+        record: AnchorGuide | None = None,
+    ) -> torch.Tensor:
         """Run DDIM from the SDEdit start step; returns the final latent."""
         import torch
 
@@ -257,14 +271,12 @@ class FrameSampler:
                     x0 = (1 - w) * x0 + w * guidance.x_ref
                     if s.stage2_noise == "fresh":
                         n = torch.randn(x.shape, generator=fresh).to(m.device, m.dtype)
-                        rescale = torch.maximum(1 - w,
-                                                STAGE2_NOISE_DAMPING * torch.sqrt(1 - w * w))
+                        rescale = torch.maximum(1 - w, STAGE2_NOISE_DAMPING * torch.sqrt(1 - w * w))
                         noise_dir = rescale * eps + w * n
                 x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * noise_dir
         return x
 
-    def _predict_noise(self, x: torch.Tensor, step: int, cond_image: torch.Tensor
-                       ) -> torch.Tensor:
+    def _predict_noise(self, x: torch.Tensor, step: int, cond_image: torch.Tensor) -> torch.Tensor:
         """Guided noise prediction of ControlNet + UNet at one step."""
         import torch
 
@@ -272,13 +284,22 @@ class FrameSampler:
         x_in = torch.cat([x, x]) if self.cfg else x
         _sync(m.device)
         started = time.perf_counter()
-        down, mid = m.controlnet(x_in, t, encoder_hidden_states=self.embeddings,
-                                 controlnet_cond=cond_image,
-                                 conditioning_scale=self.settings.control_scale,
-                                 return_dict=False)
-        eps = m.unet(x_in, t, encoder_hidden_states=self.embeddings,
-                     down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                     return_dict=False)[0]
+        down, mid = m.controlnet(
+            x_in,
+            t,
+            encoder_hidden_states=self.embeddings,
+            controlnet_cond=cond_image,
+            conditioning_scale=self.settings.control_scale,
+            return_dict=False,
+        )
+        eps = m.unet(
+            x_in,
+            t,
+            encoder_hidden_states=self.embeddings,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
         _sync(m.device)
         self.counters.denoiser_seconds += time.perf_counter() - started
         self.counters.unet_evals += x_in.shape[0]
@@ -288,8 +309,9 @@ class FrameSampler:
             eps = uncond + self.settings.guidance * (cond - uncond)
         return eps
 
-    def _rewrite_x0(self, x0: torch.Tensor, step: int, guidance: _Guidance,
-                    record: AnchorGuide | None) -> torch.Tensor:
+    def _rewrite_x0(
+        self, x0: torch.Tensor, step: int, guidance: _Guidance, record: AnchorGuide | None
+    ) -> torch.Tensor:
         """Stage-1 fusion and AdaIN on x0; the anchor records what they will need."""
         from ..prepare.flow import warp_latent
 
@@ -312,8 +334,9 @@ class FrameSampler:
             x0 = _adain(x0, *anchor.stats[step])
         return x0
 
-    def _reference(self, direct: np.ndarray, anchor: AnchorGuide, refs: FrameRefs
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reference(
+        self, direct: np.ndarray, anchor: AnchorGuide, refs: FrameRefs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fidelity-encoded reference latent and stage-2 weight ``w`` (eq. 10-11)."""
         import torch
         import torch.nn.functional as F

@@ -36,67 +36,141 @@ class EngineSettings:
     """Everything that decides a translated frame (plus where and how to run it)."""
 
     prompt: str = option(DEFAULT_PROMPT, "who the signer becomes", kind="str", stage="engine")
-    negative_prompt: str = option(DEFAULT_NEGATIVE_PROMPT, "what the image must not show",
-                                  kind="str", stage="engine")
-    steps: int = option(20, "DDIM steps of the whole schedule", kind="int", stage="engine",
-                        low=1)
-    strength: float = option(0.75, "SDEdit: share of the schedule that is denoised",
-                             kind="float", stage="engine", low=0.0, low_open=True, high=1.0)
-    guidance: float = option(7.5, "classifier-free guidance scale", kind="float",
-                             stage="engine", low=0.0)
-    control_scale: float = option(1.0, "ControlNet strength", kind="float", stage="engine",
-                                  low=0.0)
-    seed: int = option(0, "random seed (the same noise for every frame)", kind="int",
-                       stage="engine")
-    anchor: int | None = option(None, "anchor frame; null: the tracked face frame nearest "
-                                "the middle", kind="int", stage="prepare", low=0, nullable=True)
-    short_side: int = option(512, "working short side in pixels, a multiple of 64",
-                             kind="int", stage="prepare", low=64)
-    cross_frame_attention: bool = option(True, "cross-frame attention to the anchor and the "
-                                         "previous frame (off: ablation)", kind="bool",
-                                         stage="engine")
+    negative_prompt: str = option(
+        DEFAULT_NEGATIVE_PROMPT, "what the image must not show", kind="str", stage="engine"
+    )
+    steps: int = option(20, "DDIM steps of the whole schedule", kind="int", stage="engine", low=1)
+    strength: float = option(
+        0.75,
+        "SDEdit: share of the schedule that is denoised",
+        kind="float",
+        stage="engine",
+        low=0.0,
+        low_open=True,
+        high=1.0,
+    )
+    guidance: float = option(
+        7.5, "classifier-free guidance scale", kind="float", stage="engine", low=0.0
+    )
+    control_scale: float = option(1.0, "ControlNet strength", kind="float", stage="engine", low=0.0)
+    seed: int = option(
+        0, "random seed (the same noise for every frame)", kind="int", stage="engine"
+    )
+    anchor: int | None = option(
+        None,
+        "anchor frame; null: the tracked face frame nearest the middle",
+        kind="int",
+        stage="prepare",
+        low=0,
+        nullable=True,
+    )
+    short_side: int = option(
+        512, "working short side in pixels, a multiple of 64", kind="int", stage="prepare", low=64
+    )
+    cross_frame_attention: bool = option(
+        True,
+        "cross-frame attention to the anchor and the previous frame (off: ablation)",
+        kind="bool",
+        stage="engine",
+    )
     cross_frame_layers: str | tuple[str, ...] = option(
-        "up", "self-attention layers that attend across frames: a preset or UNet layer-name "
-        "prefixes", kind="prefixes", stage="engine", choices=LAYER_PRESETS, cli=False)
-    fusion: bool = option(True, "optical-flow guided fusion, both stages (off: ablation)",
-                          kind="bool", stage="engine")
-    stage1_range: tuple[float, float] = option((0.0, 0.1), "schedule fractions of stage-1 "
-                                               "(shape-aware) fusion", kind="fractions",
-                                               stage="engine", cli=False)
-    stage2_range: tuple[float, float] = option((0.5, 0.8), "schedule fractions of stage-2 "
-                                               "(pixel-aware) fusion", kind="fractions",
-                                               stage="engine", cli=False)
-    stage2_weight: float = option(0.5, "weight of the stage-2 fusion reference",
-                                  kind="float", stage="engine", low=0.0, high=1.0, cli=False)
-    stage2_noise: str = option("model", "noise of the fusion reference: the model's own "
-                               "estimate (model) or fresh noise as in Rerender-A-Video (fresh)",
-                               kind="str", stage="engine", choices=STAGE2_NOISES)
-    fidelity_threshold: float = option(0.25, "fidelity-oriented encoding: reconstruction "
-                                       "error above which a pixel gets no compensation",
-                                       kind="float", stage="engine", low=0.0, low_open=True,
-                                       cli=False)
-    adain: bool = option(True, "AdaIN colour correction toward the anchor (off: ablation)",
-                         kind="bool", stage="engine")
-    adain_range: tuple[float, float] = option((0.8, 1.0), "schedule fractions of AdaIN",
-                                              kind="fractions", stage="engine", cli=False)
-    device: str = option("auto", "where the models run", kind="str", stage="run",
-                         choices=DEVICES, prefixes_ok=("cuda:",))
-    dtype: str = option("auto", "number format of the models (auto: fp16 on CUDA, else fp32)",
-                        kind="str", stage="run", choices=DTYPES)
-    model: str = option(DEFAULT_MODEL, "Stable Diffusion 1.5 hub id or local folder",
-                        kind="str", stage="engine")
-    controlnet: str = option(DEFAULT_CONTROLNET, "ControlNet hub id or local folder",
-                             kind="str", stage="engine")
-    offline: bool = option(False, "never download; fail fast when a model is not on this "
-                           "computer", kind="bool", stage="run")
-    cpu_offload: bool = option(False, "keep idle models in CPU memory (GPUs with little "
-                               "memory)", kind="bool", stage="run")
+        "up",
+        "self-attention layers that attend across frames: a preset or UNet layer-name prefixes",
+        kind="prefixes",
+        stage="engine",
+        choices=LAYER_PRESETS,
+        cli=False,
+    )
+    fusion: bool = option(
+        True, "optical-flow guided fusion, both stages (off: ablation)", kind="bool", stage="engine"
+    )
+    stage1_range: tuple[float, float] = option(
+        (0.0, 0.1),
+        "schedule fractions of stage-1 (shape-aware) fusion",
+        kind="fractions",
+        stage="engine",
+        cli=False,
+    )
+    stage2_range: tuple[float, float] = option(
+        (0.5, 0.8),
+        "schedule fractions of stage-2 (pixel-aware) fusion",
+        kind="fractions",
+        stage="engine",
+        cli=False,
+    )
+    stage2_weight: float = option(
+        0.5,
+        "weight of the stage-2 fusion reference",
+        kind="float",
+        stage="engine",
+        low=0.0,
+        high=1.0,
+        cli=False,
+    )
+    stage2_noise: str = option(
+        "model",
+        "noise of the fusion reference: the model's own "
+        "estimate (model) or fresh noise as in Rerender-A-Video (fresh)",
+        kind="str",
+        stage="engine",
+        choices=STAGE2_NOISES,
+    )
+    fidelity_threshold: float = option(
+        0.25,
+        "fidelity-oriented encoding: reconstruction error above which a pixel gets no compensation",
+        kind="float",
+        stage="engine",
+        low=0.0,
+        low_open=True,
+        cli=False,
+    )
+    adain: bool = option(
+        True,
+        "AdaIN colour correction toward the anchor (off: ablation)",
+        kind="bool",
+        stage="engine",
+    )
+    adain_range: tuple[float, float] = option(
+        (0.8, 1.0), "schedule fractions of AdaIN", kind="fractions", stage="engine", cli=False
+    )
+    device: str = option(
+        "auto",
+        "where the models run",
+        kind="str",
+        stage="run",
+        choices=DEVICES,
+        prefixes_ok=("cuda:",),
+    )
+    dtype: str = option(
+        "auto",
+        "number format of the models (auto: fp16 on CUDA, else fp32)",
+        kind="str",
+        stage="run",
+        choices=DTYPES,
+    )
+    model: str = option(
+        DEFAULT_MODEL, "Stable Diffusion 1.5 hub id or local folder", kind="str", stage="engine"
+    )
+    controlnet: str = option(
+        DEFAULT_CONTROLNET, "ControlNet hub id or local folder", kind="str", stage="engine"
+    )
+    offline: bool = option(
+        False,
+        "never download; fail fast when a model is not on this computer",
+        kind="bool",
+        stage="run",
+    )
+    cpu_offload: bool = option(
+        False, "keep idle models in CPU memory (GPUs with little memory)", kind="bool", stage="run"
+    )
 
     def __post_init__(self) -> None:
         check(self)
         if int(self.steps * (1 - self.strength)) >= self.steps:
-            raise SettingsError(f"setting strength={self.strength!r}: too low, no denoising "
-                                "step is left; raise it or add steps")
+            raise SettingsError(
+                f"setting strength={self.strength!r}: too low, no denoising "
+                "step is left; raise it or add steps"
+            )
         if self.short_side % 64:
             raise SettingsError(f"setting short_side={self.short_side!r}: use a multiple of 64")
         if not self.model or not self.controlnet:

@@ -46,18 +46,26 @@ class StyleReference:
     @classmethod
     def from_stats(cls, steps: int, stats: Stats) -> StyleReference:
         """From the sampler's recorded anchor statistics (tensors of shape (1, C, 1, 1))."""
-        return cls(steps, {
-            step: (tuple(mean.flatten().double().tolist()), tuple(std.flatten().double().tolist()))
-            for step, (mean, std) in sorted(stats.items())
-        })
+        return cls(
+            steps,
+            {
+                step: (
+                    tuple(mean.flatten().double().tolist()),
+                    tuple(std.flatten().double().tolist()),
+                )
+                for step, (mean, std) in sorted(stats.items())
+            },
+        )
 
-    def targets(self, settings: EngineSettings, device: torch.device, dtype: torch.dtype
-                ) -> Stats:
+    def targets(self, settings: EngineSettings, device: torch.device, dtype: torch.dtype) -> Stats:
         """AdaIN targets for a run with ``settings``; its AdaIN steps must all be covered."""
         import torch
 
-        wanted = [s for s in range(settings.start_step, settings.steps)
-                  if settings.in_range("adain_range", s)]
+        wanted = [
+            s
+            for s in range(settings.start_step, settings.steps)
+            if settings.in_range("adain_range", s)
+        ]
         missing = [s for s in wanted if s not in self.stats]
         if self.steps != settings.steps or missing:
             raise SettingsError(
@@ -74,11 +82,16 @@ class StyleReference:
     def save(self, run: RunFolder) -> None:
         """Write ``style_reference.json`` into ``run`` (atomically)."""
         run.ensure()
-        atomic_write_json(run.root / FILE, {
-            "steps": self.steps, "key": self.key,
-            "stats": {str(s): {"mean": list(m), "std": list(d)}
-                      for s, (m, d) in self.stats.items()},
-        })
+        atomic_write_json(
+            run.root / FILE,
+            {
+                "steps": self.steps,
+                "key": self.key,
+                "stats": {
+                    str(s): {"mean": list(m), "std": list(d)} for s, (m, d) in self.stats.items()
+                },
+            },
+        )
 
     @classmethod
     def load(cls, run: RunFolder) -> StyleReference | None:
@@ -86,6 +99,7 @@ class StyleReference:
         data = read_json(run.root / FILE)
         if data is None:
             return None
-        return cls(int(data["steps"]), {
-            int(s): (tuple(v["mean"]), tuple(v["std"])) for s, v in data["stats"].items()
-        })
+        return cls(
+            int(data["steps"]),
+            {int(s): (tuple(v["mean"]), tuple(v["std"])) for s, v in data["stats"].items()},
+        )

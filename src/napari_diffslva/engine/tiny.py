@@ -28,8 +28,11 @@ TINY_SEED = 0
 def _byte_level_vocab() -> dict[str, int]:
     """CLIP's byte-level alphabet (256 symbols, then the same with ``</w>``) plus the two
     special tokens: 514 entries, enough to tokenize any text without merges."""
-    printable = {*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
-                 *range(ord("\xae"), ord("\xff") + 1)}
+    printable = {
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\xa1"), ord("\xac") + 1),
+        *range(ord("\xae"), ord("\xff") + 1),
+    }
     chars, shifted = [], 0
     for byte in range(256):
         if byte in printable:
@@ -105,7 +108,7 @@ def _make_box_filter_autoencoder(vae) -> None:
             coder.conv_norm_out.bias.fill_(_OFFSET)
         spread(vae.encoder.conv_in, 3)
         gather(vae.encoder.conv_out, vae.config.latent_channels)
-        vae.encoder.conv_out.bias[vae.config.latent_channels:] = -20.0  # log-variance: ~0
+        vae.encoder.conv_out.bias[vae.config.latent_channels :] = -20.0  # log-variance: ~0
         spread(vae.decoder.conv_in, vae.config.latent_channels)
         gather(vae.decoder.conv_out, 3)
         for conv in (vae.quant_conv, vae.post_quant_conv):
@@ -154,25 +157,44 @@ def build_tiny_models(folder: str | Path) -> tuple[Path, Path]:
             scaling_factor=1.0,
         )
         _make_box_filter_autoencoder(vae)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_attention_heads=4,
-            num_hidden_layers=2, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
-        ))
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(vocab),
+                hidden_size=32,
+                intermediate_size=64,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=77,
+                bos_token_id=vocab["<|startoftext|>"],
+                eos_token_id=vocab["<|endoftext|>"],
+                pad_token_id=vocab["<|endoftext|>"],
+            )
+        )
         factor_log2 = len(vae.config.block_out_channels) - 1
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=(8, 16, 16, 32)[: factor_log2 + 1]
         )
     # transformers 5: pass vocab/merges directly (vocab_file= gives garbage ids).
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77,
-                              pad_token="<|endoftext|>")
+    tokenizer = CLIPTokenizer(
+        vocab=vocab, merges=[], model_max_length=77, pad_token="<|endoftext|>"
+    )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(sd_dir)
     controlnet.save_pretrained(controlnet_dir)
@@ -189,6 +211,11 @@ def tiny_settings(folder: str | Path, **overrides: object) -> EngineSettings:
     built = (sd_dir / "model_index.json").is_file() and (controlnet_dir / "config.json").is_file()
     if not built:
         sd_dir, controlnet_dir = build_tiny_models(folder)
-    base = {"model": str(sd_dir), "controlnet": str(controlnet_dir), "offline": True,
-            "device": "cpu", "short_side": 64}
+    base = {
+        "model": str(sd_dir),
+        "controlnet": str(controlnet_dir),
+        "offline": True,
+        "device": "cpu",
+        "short_side": 64,
+    }
     return EngineSettings.from_dict({**base, **overrides})

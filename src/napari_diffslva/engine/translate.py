@@ -71,8 +71,14 @@ class InMemoryInputs:
     For tests and short clips; long clips use the run-folder-backed inputs.
     """
 
-    def __init__(self, frames_work: np.ndarray, edges: np.ndarray, *, flow_backend: str = "dis",
-                 flow_cache_size: int = 16) -> None:
+    def __init__(
+        self,
+        frames_work: np.ndarray,
+        edges: np.ndarray,
+        *,
+        flow_backend: str = "dis",
+        flow_cache_size: int = 16,
+    ) -> None:
         if len(frames_work) != len(edges) or frames_work.shape[1:3] != edges.shape[1:3]:
             raise ValueError(f"frames {frames_work.shape} and edges {edges.shape} do not match")
         self.frames, self.edges = frames_work, edges
@@ -118,8 +124,9 @@ class RunStats:
         return asdict(self)
 
 
-def run_key(inputs: EngineInputs, settings: EngineSettings,
-            style_reference: StyleReference | None = None) -> str:
+def run_key(
+    inputs: EngineInputs, settings: EngineSettings, style_reference: StyleReference | None = None
+) -> str:
     """The settings key of a clip's translated frames in the run folder (a style reference
     is part of it: another reference gives other frames)."""
     parts = [inputs.content_hash, settings.result_dict()]
@@ -141,8 +148,9 @@ def save_state(run: RunFolder, key: str, frame: int, states: StateCache) -> int:
     """Persist frame ``frame``'s cached states atomically; returns the file size in bytes."""
     from safetensors.torch import save
 
-    tensors = {f"{step}|{layer}": t.detach().contiguous().cpu()
-               for (step, layer), t in states.items()}
+    tensors = {
+        f"{step}|{layer}": t.detach().contiguous().cpu() for (step, layer), t in states.items()
+    }
     data = save(tensors)
     atomic_write_bytes(_state_path(run, key, frame), data)
     return len(data)
@@ -178,8 +186,9 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 # -- the loop --------------------------------------------------------------------------------
-def _resume_point(run: RunFolder, key: str, order: list[int], anchor: int, done: set[int],
-                  device: torch.device) -> tuple[int, StateCache | None]:
+def _resume_point(
+    run: RunFolder, key: str, order: list[int], anchor: int, done: set[int], device: torch.device
+) -> tuple[int, StateCache | None]:
     """Position in ``order`` to continue from, and the states of the frame before it.
 
     Falls back to the start of ``order`` when the previous frame's state is not on disk.
@@ -222,8 +231,11 @@ def translate_clip(
     n = inputs.num_frames
     anchor = settings.anchor_index(n)
     key = run_key(inputs, settings, style_reference)
-    style = (style_reference.targets(settings, models.device, models.dtype)
-             if style_reference is not None and settings.adain else None)
+    style = (
+        style_reference.targets(settings, models.device, models.dtype)
+        if style_reference is not None and settings.adain
+        else None
+    )
     order = [i for i in range(n) if i != anchor]
     done: set[int] = set()
     if run is not None:
@@ -235,15 +247,17 @@ def translate_clip(
             shutil.rmtree(run.root / "state", ignore_errors=True)
     start_pos, resumed_states = (
         _resume_point(run, key, order, anchor, done, models.device)
-        if run is not None and resume else (0, None)
+        if run is not None and resume
+        else (0, None)
     )
     hw = inputs.frame(anchor).shape[:2]
     translated, started_all, cache_peak = 0, time.perf_counter(), 0
     finished = 0
     with FrameSampler(models, settings, hw) as sampler:
         t0 = time.perf_counter()
-        guide = sampler.translate_anchor(inputs.frame(anchor), inputs.control(anchor),
-                                         should_stop, style)
+        guide = sampler.translate_anchor(
+            inputs.frame(anchor), inputs.control(anchor), should_stop, style
+        )
         translated += 1
         if run is not None and guide.stats:
             StyleReference.from_stats(settings.steps, guide.stats).save(run)
@@ -276,18 +290,24 @@ def translate_clip(
                 prev_rgb=prev_rgb,
             )
             evals_before = sampler.counters.unet_evals
-            rgb = sampler.translate_frame(inputs.frame(i), inputs.control(i), guide, refs,
-                                          should_stop)
+            rgb = sampler.translate_frame(
+                inputs.frame(i), inputs.control(i), guide, refs, should_stop
+            )
             cache_peak = max(cache_peak, sampler.controller.nbytes())
             translated += 1
             prev_rgb = rgb
             if run is not None:
                 run.write_frame(STAGE, i, rgb)
                 save_state(run, key, i, sampler.previous_state())
-                run.mark_done(STAGE, i, key, {
-                    "seconds": time.perf_counter() - t0,
-                    "unet_evals": sampler.counters.unet_evals - evals_before,
-                })
+                run.mark_done(
+                    STAGE,
+                    i,
+                    key,
+                    {
+                        "seconds": time.perf_counter() - t0,
+                        "unet_evals": sampler.counters.unet_evals - evals_before,
+                    },
+                )
                 _drop_states_except(run, key, i)
             finished += 1
             yield Progress("translate", finished, n, time.perf_counter() - t0, (i, rgb))

@@ -36,8 +36,9 @@ def covering_mask(landmarks: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarra
     sigma = max(COVER_FEATHER * float(np.ptp(np.asarray(landmarks)[:, 0])), 1.0)
     grow = max(int(round(sigma)), 1)
     hull = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(
-        np.round(_face_polygon(landmarks, COVER_FOREHEAD)).astype(np.int32)), 1)
+    cv2.fillConvexPoly(
+        hull, cv2.convexHull(np.round(_face_polygon(landmarks, COVER_FOREHEAD)).astype(np.int32)), 1
+    )
 
     def grown(times: int) -> np.ndarray:
         size = 2 * times * grow + 1

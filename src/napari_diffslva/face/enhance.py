@@ -164,8 +164,11 @@ def _paste_faces(
 
     def teeth_bits() -> Iterator[bool]:
         for t in face_frames:
-            bit = bool(teeth[t]) if teeth is not None else teeth_visible(
-                driving_crop(t), driving_landmarks(t))
+            bit = (
+                bool(teeth[t])
+                if teeth is not None
+                else teeth_visible(driving_crop(t), driving_landmarks(t))
+            )
             if bit:
                 report.teeth_frames.append(t)
             yield bit
@@ -174,10 +177,19 @@ def _paste_faces(
     crops: Iterator[np.ndarray | None] = (
         (driving_crop(t) for t in face_frames) if reads_crops else repeat(None)
     )
-    rendered = zip(face_frames, backend.reenact(
-        source.crop, source.landmarks, crops, (driving_landmarks(t) for t in face_frames),
-        driving_crop(neutral_index) if reads_crops else None, neutral_lm, teeth_bits(),
-    ), strict=True)
+    rendered = zip(
+        face_frames,
+        backend.reenact(
+            source.crop,
+            source.landmarks,
+            crops,
+            (driving_landmarks(t) for t in face_frames),
+            driving_crop(neutral_index) if reads_crops else None,
+            neutral_lm,
+            teeth_bits(),
+        ),
+        strict=True,
+    )
     latest: tuple[int, np.ndarray] | None = None
 
     def crop_of(face_t: int) -> np.ndarray:
@@ -239,8 +251,9 @@ def _lost_pose(transforms: np.ndarray, face_frames: list[int], t: int) -> np.nda
     return (1 - w) * transforms[a] + w * transforms[b]
 
 
-def _blur_face_region(frame: np.ndarray, transform: np.ndarray, landmarks: np.ndarray,
-                      crop_hw: tuple[int, int]) -> np.ndarray:
+def _blur_face_region(
+    frame: np.ndarray, transform: np.ndarray, landmarks: np.ndarray, crop_hw: tuple[int, int]
+) -> np.ndarray:
     """``frame`` with the face region around crop-space ``landmarks`` (grown by
     :data:`LOST_REGION_GROWTH`) replaced by a heavy blur of itself, so whatever of a real
     face is there (moved, turned, behind a hand) is not recognisable."""
@@ -250,8 +263,9 @@ def _blur_face_region(frame: np.ndarray, transform: np.ndarray, landmarks: np.nd
     centre = lm.mean(axis=0)
     region = landmark_face_mask(centre + (lm - centre) * LOST_REGION_GROWTH, crop_hw)
     h, w = frame.shape[:2]
-    alpha = cv2.warpAffine(region, transform, (w, h), flags=cv2.INTER_LINEAR
-                           | cv2.WARP_INVERSE_MAP, borderValue=0)[..., None]
+    alpha = cv2.warpAffine(
+        region, transform, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0
+    )[..., None]
     scale = np.sqrt(abs(np.linalg.det(transform[:, :2])))  # crop pixels per frame pixel
     sigma = max(LOST_BLUR * face_size(lm) / max(scale, 1e-6), 2.0)
     blurred = cv2.GaussianBlur(frame, (0, 0), sigma)
@@ -265,8 +279,14 @@ def _blur_face_region(frame: np.ndarray, transform: np.ndarray, landmarks: np.nd
 MaskSource = Callable[[int], "tuple[np.ndarray, bool] | None"]
 
 
-def _mask_in_crop(masks: MaskSource | None, t: int, transform: np.ndarray, drv: np.ndarray,
-                  moved: np.ndarray, crop_hw: tuple[int, int]) -> np.ndarray:
+def _mask_in_crop(
+    masks: MaskSource | None,
+    t: int,
+    transform: np.ndarray,
+    drv: np.ndarray,
+    moved: np.ndarray,
+    crop_hw: tuple[int, int],
+) -> np.ndarray:
     """The blend mask of frame ``t`` in crop space, honouring painted or parsed masks."""
     import cv2
 
@@ -274,8 +294,9 @@ def _mask_in_crop(masks: MaskSource | None, t: int, transform: np.ndarray, drv: 
     if given is None:
         return blend_mask(drv, moved, crop_hw)
     mask, exact = given
-    in_crop = cv2.warpAffine(np.asarray(mask, np.float32), transform, (crop_hw[1], crop_hw[0]),
-                             flags=cv2.INTER_LINEAR)
+    in_crop = cv2.warpAffine(
+        np.asarray(mask, np.float32), transform, (crop_hw[1], crop_hw[0]), flags=cv2.INTER_LINEAR
+    )
     if not exact:
         return blend_mask(drv, moved, crop_hw, parser_mask=in_crop)
     return np.clip(cv2.GaussianBlur(in_crop, (0, 0), 0.02 * crop_hw[1]), 0.0, 1.0)
@@ -344,13 +365,22 @@ def enhance_faces(
     anchor = min(faces, key=lambda t: abs(t - source_frame_index))
     report.source_frame_index = anchor
     anchor_frame = np.asarray(target[0](anchor))
-    to_target = _scale_transform(np.asarray(original_frames_getter(anchor)).shape,
-                                 anchor_frame.shape)
+    to_target = _scale_transform(
+        np.asarray(original_frames_getter(anchor)).shape, anchor_frame.shape
+    )
     x0, y0, x1, y1 = transform_points(track.boxes[anchor].reshape(2, 2), to_target).ravel()
     source = SourceFace.from_frame(anchor_frame, FaceBox(x0, y0, x1, y1))
     frames = yield from _paste_faces(
-        target, original_frames_getter, track, source, anchor, backend, report, masks,
-        keep_frames, teeth=teeth,
+        target,
+        original_frames_getter,
+        track,
+        source,
+        anchor,
+        backend,
+        report,
+        masks,
+        keep_frames,
+        teeth=teeth,
     )
     return frames, report
 
@@ -384,11 +414,17 @@ def reenact_video(
     report = FaceReport(backend=backend.name, frames=count)
     if not track.face_frames:
         raise DiffslvaError("driving video: no face found in any frame; nothing to reenact")
-    candidates = [
-        None if track.status[t] == LOST else track.landmarks[t] for t in range(count)
-    ]
+    candidates = [None if track.status[t] == LOST else track.landmarks[t] for t in range(count)]
     neutral = neutral_frame(candidates, like=source.landmarks)  # scale-free comparison
-    frames = yield from _paste_faces((get, count), get, track, source, neutral, backend, report,
-                                     target_is_driver=True, teeth=teeth)
+    frames = yield from _paste_faces(
+        (get, count),
+        get,
+        track,
+        source,
+        neutral,
+        backend,
+        report,
+        target_is_driver=True,
+        teeth=teeth,
+    )
     return frames, report
-

@@ -45,9 +45,7 @@ def expression_vector(landmarks: np.ndarray) -> np.ndarray:
     return np.array([mouth_opening(lm), eyes, brows])
 
 
-def neutral_frame(
-    landmarks: Iterable[np.ndarray | None], like: np.ndarray | None = None
-) -> int:
+def neutral_frame(landmarks: Iterable[np.ndarray | None], like: np.ndarray | None = None) -> int:
     """Index of the driving frame to measure motion from: the one whose expression is
     closest to ``like`` (the source face's landmarks), or the most closed mouth."""
     target = None if like is None else expression_vector(like)
@@ -87,9 +85,7 @@ def _eye_opening(eye: np.ndarray) -> float:
     return float(np.linalg.norm(eye[[1, 2]] - eye[[5, 4]], axis=1).mean())
 
 
-def target_landmarks(
-    source: np.ndarray, driving: np.ndarray, neutral: np.ndarray
-) -> np.ndarray:
+def target_landmarks(source: np.ndarray, driving: np.ndarray, neutral: np.ndarray) -> np.ndarray:
     """Source landmarks moved by the driver's motion since its neutral frame ("relative"
     mode: the motion is scaled by the ratio of face sizes, the source's shape is kept)."""
     source = np.asarray(source, np.float64)
@@ -168,8 +164,9 @@ class LandmarkWarpBackend:
         source_landmarks = np.asarray(source_landmarks, np.float64)
         shows_teeth = repeat(False) if teeth is None else teeth
         for lm, show in zip(driving_landmarks, shows_teeth, strict=False):
-            target = target_landmarks(source_landmarks, np.asarray(lm, np.float64),
-                                      neutral_landmarks)
+            target = target_landmarks(
+                source_landmarks, np.asarray(lm, np.float64), neutral_landmarks
+            )
             warped = piecewise_affine_warp(source_crop, source_landmarks, target)
             if needs_interior(target, source_landmarks):
                 warped = paint_interior(warped, target, bool(show))

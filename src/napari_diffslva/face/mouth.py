@@ -115,18 +115,25 @@ def paint_interior(warped_source: np.ndarray, target: np.ndarray, teeth: bool) -
     lower = target[[65, 66, 67]].mean(axis=0)
     centre = (lower[0], lower[1] - 0.18 * gap)
     ax, ay = 0.3 * width, max(0.3 * gap, 1.0)
-    tongue = np.clip(1.5 - 1.5 * (((xs - centre[0]) / ax) ** 2 + ((ys - centre[1]) / ay) ** 2),
-                     0.0, 1.0)
-    tongue_lab = np.array([lip[0] * 0.62, 128 + (lip[1] - 128) * 1.05,
-                           128 + (lip[2] - 128) * 0.8], np.float32)
+    tongue = np.clip(
+        1.5 - 1.5 * (((xs - centre[0]) / ax) ** 2 + ((ys - centre[1]) / ay) ** 2), 0.0, 1.0
+    )
+    tongue_lab = np.array(
+        [lip[0] * 0.62, 128 + (lip[1] - 128) * 1.05, 128 + (lip[2] - 128) * 0.8], np.float32
+    )
     out = out * (1 - tongue[..., None]) + tongue_lab * tongue[..., None]
 
     if teeth:  # upper teeth under the upper lip: light, a touch warm, darker to the corners
         upper = _upper_lip_curve(target, xs[0])[None, :]
         band = min(gap, 0.09 * width + 0.1 * gap)
         teeth_mask = (ys >= upper - 1) & (ys < upper + band)
-        skin_ring = cv2.dilate(polygon_mask(target[OUTER_MOUTH], (h, w)),
-                               np.ones((int(0.15 * width) | 1,) * 2, np.uint8)) > 0
+        skin_ring = (
+            cv2.dilate(
+                polygon_mask(target[OUTER_MOUTH], (h, w)),
+                np.ones((int(0.15 * width) | 1,) * 2, np.uint8),
+            )
+            > 0
+        )
         skin = _lab_mean(lab, skin_ring & ~(lips | inner))
         centre_x = target[[62, 66], 0].mean()
         across = np.abs(xs - centre_x) / max(0.5 * width, 1.0)

@@ -380,8 +380,9 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 class AVDNetwork(nn.Module):
     """Animation via disentanglement: pose of the driving keypoints, identity of the source's."""
 
-    def __init__(self, num_tps: int = NUM_TPS, id_bottle_size: int = 128,
-                 pose_bottle_size: int = 128) -> None:
+    def __init__(
+        self, num_tps: int = NUM_TPS, id_bottle_size: int = 128, pose_bottle_size: int = 128
+    ) -> None:
         super().__init__()
         size = num_tps * POINTS_PER_TPS * 2
         self.id_encoder = _mlp([size, 256, 512, 1024, id_bottle_size])
@@ -398,8 +399,13 @@ class AVDNetwork(nn.Module):
 # --------------------------------------------------------------------------- whole model
 
 
-SUBNETWORKS = ("kp_detector", "dense_motion_network", "inpainting_network", "avd_network",
-               "bg_predictor")
+SUBNETWORKS = (
+    "kp_detector",
+    "dense_motion_network",
+    "inpainting_network",
+    "avd_network",
+    "bg_predictor",
+)
 
 
 class TPSMM(nn.Module):

@@ -337,13 +337,15 @@ def _occlusion_scores(chosen: list[_Candidate | None], get) -> np.ndarray:
         while unread and unread[0] <= t + _OCC_WINDOW:
             s = unread.popleft()
             crop, hull = _occlusion_crop(np.asarray(get(s)), chosen[s].landmarks)
-            lab = cv2.cvtColor(cv2.GaussianBlur(crop, (0, 0), 2.0).astype(np.float32) / 255,
-                               cv2.COLOR_RGB2Lab)
+            lab = cv2.cvtColor(
+                cv2.GaussianBlur(crop, (0, 0), 2.0).astype(np.float32) / 255, cv2.COLOR_RGB2Lab
+            )
             window[s] = (lab, hull)
         for old in [s for s in window if s < t - _OCC_WINDOW]:
             del window[old]
-        near = tracked[bisect_left(tracked, t - _OCC_WINDOW):
-                       bisect_right(tracked, t + _OCC_WINDOW)][::2]
+        near = tracked[
+            bisect_left(tracked, t - _OCC_WINDOW) : bisect_right(tracked, t + _OCC_WINDOW)
+        ][::2]
         if len(near) < 5:
             continue
         median = np.median(np.stack([window[s][0] for s in near]), axis=0)

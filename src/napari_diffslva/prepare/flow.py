@@ -95,8 +95,7 @@ def get_flow_backend(name: str = "dis") -> FlowBackend:
         return DISFlow()
     if key.startswith("dis-") and key[4:] in DIS_PRESETS:
         return DISFlow(key[4:])
-    raise SettingsError(f"unknown flow backend {name!r}: choose one of "
-                        f"{', '.join(FLOW_BACKENDS)}")
+    raise SettingsError(f"unknown flow backend {name!r}: choose one of {', '.join(FLOW_BACKENDS)}")
 
 
 def _as_backend(backend: str | FlowBackend) -> FlowBackend:

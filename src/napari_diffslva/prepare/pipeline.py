@@ -43,36 +43,86 @@ FACE_PARSERS = ("landmarks", "bisenet")
 class PrepareSettings:
     """Everything that changes what the prepare stage computes."""
 
-    edges: str = option("soft", "control edges: soft (no weights) or hed", kind="str",
-                        stage="prepare", choices=EDGE_DETECTORS)
-    safe_edges: bool = option(False, "quantise edges so no faint copy of the face reaches "
-                              "ControlNet", kind="bool", stage="prepare")
-    hed_weights: str | None = option(None, "HED weights file (null: searched)", kind="str",
-                                     stage="prepare", nullable=True)
-    flow: str = option("dis", "optical flow backend", kind="str", stage="prepare",
-                       choices=FLOW_BACKENDS)
-    short_side: int = option(512, "working short side in pixels, a multiple of 64",
-                             kind="int", stage="prepare", low=64)
-    face_upsample: int | None = option(None, "dlib detector upsampling steps (null: by face "
-                                       "size)", kind="int", stage="prepare", low=0,
-                                       nullable=True, cli=False)
-    max_gap: int = option(6, "longest run of frames without a face that is interpolated",
-                          kind="int", stage="prepare", low=0, cli=False)
-    anchor: int | None = option(None, "anchor frame; null: the tracked face frame nearest "
-                                "the middle", kind="int", stage="prepare", low=0, nullable=True)
-    face_parser: str = option("landmarks", "face mask: landmarks (no weights) or bisenet "
-                              "(79999_iter.pth)", kind="str", stage="prepare",
-                              choices=FACE_PARSERS)
-    parser_weights: str | None = option(None, "BiSeNet weights file (null: searched)",
-                                        kind="str", stage="prepare", nullable=True)
-    offline: bool = option(False, "never download; fail fast when a model is not on this "
-                           "computer", kind="bool", stage="run")
-    device: str = option("cpu", "where the prepare models run", kind="str", stage="run",
-                         choices=("cpu", "cuda", "mps"), prefixes_ok=("cuda:",))
-    on_damaged_frame: str = option("error", "a frame in the middle that does not decode: stop "
-                                   "with an error (error) or show the previous good frame in "
-                                   "its place and list it in the sidecar (repeat)", kind="str",
-                                   stage="run", choices=DAMAGED_FRAME_POLICIES)
+    edges: str = option(
+        "soft",
+        "control edges: soft (no weights) or hed",
+        kind="str",
+        stage="prepare",
+        choices=EDGE_DETECTORS,
+    )
+    safe_edges: bool = option(
+        False,
+        "quantise edges so no faint copy of the face reaches ControlNet",
+        kind="bool",
+        stage="prepare",
+    )
+    hed_weights: str | None = option(
+        None, "HED weights file (null: searched)", kind="str", stage="prepare", nullable=True
+    )
+    flow: str = option(
+        "dis", "optical flow backend", kind="str", stage="prepare", choices=FLOW_BACKENDS
+    )
+    short_side: int = option(
+        512, "working short side in pixels, a multiple of 64", kind="int", stage="prepare", low=64
+    )
+    face_upsample: int | None = option(
+        None,
+        "dlib detector upsampling steps (null: by face size)",
+        kind="int",
+        stage="prepare",
+        low=0,
+        nullable=True,
+        cli=False,
+    )
+    max_gap: int = option(
+        6,
+        "longest run of frames without a face that is interpolated",
+        kind="int",
+        stage="prepare",
+        low=0,
+        cli=False,
+    )
+    anchor: int | None = option(
+        None,
+        "anchor frame; null: the tracked face frame nearest the middle",
+        kind="int",
+        stage="prepare",
+        low=0,
+        nullable=True,
+    )
+    face_parser: str = option(
+        "landmarks",
+        "face mask: landmarks (no weights) or bisenet (79999_iter.pth)",
+        kind="str",
+        stage="prepare",
+        choices=FACE_PARSERS,
+    )
+    parser_weights: str | None = option(
+        None, "BiSeNet weights file (null: searched)", kind="str", stage="prepare", nullable=True
+    )
+    offline: bool = option(
+        False,
+        "never download; fail fast when a model is not on this computer",
+        kind="bool",
+        stage="run",
+    )
+    device: str = option(
+        "cpu",
+        "where the prepare models run",
+        kind="str",
+        stage="run",
+        choices=("cpu", "cuda", "mps"),
+        prefixes_ok=("cuda:",),
+    )
+    on_damaged_frame: str = option(
+        "error",
+        "a frame in the middle that does not decode: stop "
+        "with an error (error) or show the previous good frame in "
+        "its place and list it in the sidecar (repeat)",
+        kind="str",
+        stage="run",
+        choices=DAMAGED_FRAME_POLICIES,
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -104,8 +154,9 @@ class Prepared:
 
     @cached_property
     def reader(self) -> VideoReader:
-        return VideoReader(self.info.path, info=self.info,
-                           on_damaged=self.settings.on_damaged_frame)
+        return VideoReader(
+            self.info.path, info=self.info, on_damaged=self.settings.on_damaged_frame
+        )
 
     # -- the engine's inputs (EngineInputs protocol) ----------------------------------------
     @property
@@ -166,8 +217,9 @@ class Prepared:
     def _parser(self):
         from .face_mask import load_face_parser
 
-        return load_face_parser(self.settings.parser_weights, offline=self.settings.offline,
-                                device=self.settings.device)
+        return load_face_parser(
+            self.settings.parser_weights, offline=self.settings.offline, device=self.settings.device
+        )
 
     @cached_property
     def _transforms(self) -> np.ndarray:
@@ -183,8 +235,12 @@ class Prepared:
 
         m = self._transforms[index]
         mask = parser_face_mask(self._parser.parse(crop_face(self.reader[index], m, 512)))
-        return cv2.warpAffine(mask.astype(np.float32), m, (hw[1], hw[0]),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        return cv2.warpAffine(
+            mask.astype(np.float32),
+            m,
+            (hw[1], hw[0]),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -193,8 +249,7 @@ class Prepared:
             "end_missing": self.info.end_missing,
             "damaged_frames": list(self.info.damaged or ()),
             "anchor": self.anchor,
-            "working_size": {"height": self.geometry.work_hw[0],
-                             "width": self.geometry.work_hw[1]},
+            "working_size": {"height": self.geometry.work_hw[0], "width": self.geometry.work_hw[1]},
             "face_frames": len(self.track.face_frames),
             "lost_frames": self.track.lost_frames,
             "interpolated_frames": self.track.interpolated_frames,
@@ -220,17 +275,21 @@ def _face_key(info: VideoInfo, s: PrepareSettings) -> str:
 
 
 def _edges_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings) -> str:
-    return settings_key(info.content_hash, "edges", s.edges, s.safe_edges, s.hed_weights,
-                        geo.work_hw)
+    return settings_key(
+        info.content_hash, "edges", s.edges, s.safe_edges, s.hed_weights, geo.work_hw
+    )
 
 
 def _flow_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings, anchor: int) -> str:
     return settings_key(info.content_hash, "flow", s.flow, geo.work_hw, anchor)
 
 
-def prepare_clip(video: str | Path, run_dir: str | Path,
-                 settings: PrepareSettings | None = None,
-                 stages: tuple[str, ...] = STAGES) -> ProgressGenerator[Prepared]:
+def prepare_clip(
+    video: str | Path,
+    run_dir: str | Path,
+    settings: PrepareSettings | None = None,
+    stages: tuple[str, ...] = STAGES,
+) -> ProgressGenerator[Prepared]:
     """Compute (or reuse) faces, edges and flow for ``video`` in ``run_dir``.
 
     Yields :class:`Progress` per frame and stage; returns the :class:`Prepared` clip.
@@ -245,14 +304,20 @@ def prepare_clip(video: str | Path, run_dir: str | Path,
     run.check_source(info.content_hash)
     info = yield from _checked(run, info)
     geo = working_geometry((info.height, info.width), settings.short_side)
-    run.write_run({"content_hash": info.content_hash, "source": info.to_dict(),
-                   "timing": info.timing.to_dict(), "working_hw": list(geo.work_hw),
-                   "stand_ins": {str(k): v for k, v in
-                                 stand_ins(info.damaged or (), info.frames).items()},
-                   "on_damaged_frame": settings.on_damaged_frame})
+    run.write_run(
+        {
+            "content_hash": info.content_hash,
+            "source": info.to_dict(),
+            "timing": info.timing.to_dict(),
+            "working_hw": list(geo.work_hw),
+            "stand_ins": {str(k): v for k, v in stand_ins(info.damaged or (), info.frames).items()},
+            "on_damaged_frame": settings.on_damaged_frame,
+        }
+    )
     if info.damaged and settings.on_damaged_frame == "error":
-        raise DamagedFrameError(damaged_frame_message(info.path, list(info.damaged),
-                                                      info.frames, info.timing))
+        raise DamagedFrameError(
+            damaged_frame_message(info.path, list(info.damaged), info.frames, info.timing)
+        )
     run.write_settings("prepare", settings.to_dict())
     reader = VideoReader(video, info=info, on_damaged=settings.on_damaged_frame)
     seconds: dict[str, float] = {}
@@ -267,22 +332,33 @@ def prepare_clip(video: str | Path, run_dir: str | Path,
     if "flow" in stages:
         yield from _flows(flows, reader, geo, settings, anchor, seconds)
     reader.close()
-    return Prepared(run=run, info=info, geometry=geo, settings=settings, anchor=anchor,
-                    track=track, edges=edges, flows=flows, seconds_per_frame=seconds)
+    return Prepared(
+        run=run,
+        info=info,
+        geometry=geo,
+        settings=settings,
+        anchor=anchor,
+        track=track,
+        edges=edges,
+        flows=flows,
+        seconds_per_frame=seconds,
+    )
 
 
 def _checked(run: RunFolder, info: VideoInfo) -> ProgressGenerator[VideoInfo]:
     """``info`` with its damaged frames: one decode-only pass over the clip, before any
     long computation, remembered in ``run.json`` so reopening the clip does not repeat it."""
     known = run.read_run()
-    if known.get("content_hash") == info.content_hash and \
-            "damaged_frames" in known.get("source", {}):
+    if known.get("content_hash") == info.content_hash and "damaged_frames" in known.get(
+        "source", {}
+    ):
         return replace(info, damaged=tuple(known["source"]["damaged_frames"]))
     return (yield from check_frames(info))
 
 
-def open_prepared(run_dir: str | Path, video: str | Path,
-                  settings: PrepareSettings | None = None) -> Prepared:
+def open_prepared(
+    run_dir: str | Path, video: str | Path, settings: PrepareSettings | None = None
+) -> Prepared:
     """Reopen a prepared clip without computing anything that is cached."""
     from ..progress import run_to_end
 
@@ -301,8 +377,14 @@ def _anchor(edits: dict, settings: PrepareSettings, track, frames: int) -> int:
     return int(anchor)
 
 
-def _faces(run: RunFolder, reader: VideoReader, info: VideoInfo, s: PrepareSettings,
-           seconds: dict[str, float], compute: bool):
+def _faces(
+    run: RunFolder,
+    reader: VideoReader,
+    info: VideoInfo,
+    s: PrepareSettings,
+    seconds: dict[str, float],
+    compute: bool,
+):
     from .faces import FaceTrack, apply_edits, track_faces
 
     key = _face_key(info, s)
@@ -312,11 +394,13 @@ def _faces(run: RunFolder, reader: VideoReader, info: VideoInfo, s: PrepareSetti
         seconds["faces"] = float(cached.get("seconds_per_frame", np.zeros(())))
     elif compute:
         start = time.perf_counter()
-        track = yield from track_faces(_FrameList(reader),
-                                       max_gap=s.max_gap, upsample=s.face_upsample)
+        track = yield from track_faces(
+            _FrameList(reader), max_gap=s.max_gap, upsample=s.face_upsample
+        )
         seconds["faces"] = (time.perf_counter() - start) / info.frames
-        run.save_cache("faces", key, {**track.to_arrays(),
-                                      "seconds_per_frame": np.array(seconds["faces"])})
+        run.save_cache(
+            "faces", key, {**track.to_arrays(), "seconds_per_frame": np.array(seconds["faces"])}
+        )
     else:
         track = FaceTrack.empty(info.frames)
     edits = run.read_edits()
@@ -338,14 +422,20 @@ class _FrameList:
         return self._reader[index]
 
 
-def _edges(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: PrepareSettings,
-           seconds: dict[str, float]):
+def _edges(
+    store: FrameStore,
+    reader: VideoReader,
+    geo: WorkingGeometry,
+    s: PrepareSettings,
+    seconds: dict[str, float],
+):
     from .edges import edges_to_uint8, get_edge_detector
 
     todo = store.missing()
     if todo:
-        detector = get_edge_detector(s.edges, safe=s.safe_edges, weights=s.hed_weights,
-                                     offline=s.offline, device=s.device)
+        detector = get_edge_detector(
+            s.edges, safe=s.safe_edges, weights=s.hed_weights, offline=s.offline, device=s.device
+        )
         spent = 0.0
         for n, i in enumerate(todo):
             start = time.perf_counter()
@@ -357,8 +447,14 @@ def _edges(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: Prep
         store.mark_complete()
 
 
-def _flows(store: FrameStore, reader: VideoReader, geo: WorkingGeometry, s: PrepareSettings,
-           anchor: int, seconds: dict[str, float]):
+def _flows(
+    store: FrameStore,
+    reader: VideoReader,
+    geo: WorkingGeometry,
+    s: PrepareSettings,
+    anchor: int,
+    seconds: dict[str, float],
+):
     from .flow import frame_pair_flows, get_flow_backend, pair_to_arrays
 
     todo = store.missing()

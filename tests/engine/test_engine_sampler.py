@@ -34,8 +34,7 @@ def test_skipped_sdedit_steps_match_a_full_ddim_loop(models, tiny, frames):
     from napari_diffslva.engine.sampler import FrameSampler
 
     small, edges = frames
-    settings = tiny.replace(cross_frame_attention=False, fusion=False, adain=False,
-                            strength=0.6)
+    settings = tiny.replace(cross_frame_attention=False, fusion=False, adain=False, strength=0.6)
     with FrameSampler(models, settings, HW) as sampler:
         ours = sampler.translate_anchor(small[0], edges[0]).rgb
         evals = sampler.counters.unet_evals
@@ -46,8 +45,9 @@ def test_skipped_sdedit_steps_match_a_full_ddim_loop(models, tiny, frames):
     scheduler.set_timesteps(settings.steps)
     gen = torch.Generator().manual_seed(settings.seed)
     noise = torch.randn((1, 4, 8, 8), generator=gen)
-    emb = torch.cat([models.encode_prompt(settings.negative_prompt),
-                     models.encode_prompt(settings.prompt)])
+    emb = torch.cat(
+        [models.encode_prompt(settings.negative_prompt), models.encode_prompt(settings.prompt)]
+    )
     control = torch.from_numpy(edges[0])[None, None].expand(2, 3, -1, -1)
     with torch.no_grad():
         z = models.encode_image(models.rgb_to_tensor(small[0]))
@@ -56,11 +56,16 @@ def test_skipped_sdedit_steps_match_a_full_ddim_loop(models, tiny, frames):
             if index == start:  # SDEdit: replace the latent by the noised input here
                 latent = scheduler.add_noise(z, noise, t[None])
             x_in = torch.cat([latent, latent])
-            down, mid = models.controlnet(x_in, t, encoder_hidden_states=emb,
-                                          controlnet_cond=control, return_dict=False)
-            eps = models.unet(x_in, t, encoder_hidden_states=emb,
-                              down_block_additional_residuals=down,
-                              mid_block_additional_residual=mid).sample
+            down, mid = models.controlnet(
+                x_in, t, encoder_hidden_states=emb, controlnet_cond=control, return_dict=False
+            )
+            eps = models.unet(
+                x_in,
+                t,
+                encoder_hidden_states=emb,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            ).sample
             uncond, cond = eps.chunk(2)
             eps = uncond + settings.guidance * (cond - uncond)
             latent = scheduler.step(eps, t, latent, eta=0.0).prev_sample
@@ -94,8 +99,9 @@ def test_adain_matches_anchor_statistics_inside_its_range(models, tiny, frames):
     outside = [s for s in range(settings.start_step, settings.steps) if s < 6]
     assert inside and outside
     for step in inside:
-        torch.testing.assert_close(stats(frame_x0[(0, step)]), stats(anchor_x0[(0, step)]),
-                                   rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            stats(frame_x0[(0, step)]), stats(anchor_x0[(0, step)]), rtol=0, atol=1e-4
+        )
     gaps = [(stats(frame_x0[(0, s)]) - stats(anchor_x0[(0, s)])).abs().max() for s in outside]
     assert max(gaps) > 1e-3  # 10x the tolerance: without AdaIN the statistics differ
 

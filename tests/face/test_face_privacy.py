@@ -50,8 +50,9 @@ def clip(request, real_clip, photos):
     track = run_to_end(track_faces(frames))
     teeth = driver_teeth(track, frames.__getitem__)
     obama = photos["obama_1"][0]
-    reenacted, report = run_to_end(reenact_video(obama, frames, backend=make_backend("warp"),
-                                                 track=track, teeth=teeth))
+    reenacted, report = run_to_end(
+        reenact_video(obama, frames, backend=make_backend("warp"), track=track, teeth=teeth)
+    )
     return request.param, frames, track, teeth, reenacted, report
 
 
@@ -80,8 +81,9 @@ def _replaced(frames, track, photos, part: str, fill: str) -> np.ndarray:
         if fill == "noise":
             out[t][region] = rng.integers(0, 256, (int(region.sum()), 3), dtype=np.uint8)
         else:
-            m, _ = cv2.estimateAffinePartial2D(lm.astype(np.float32),
-                                               track.landmarks[t].astype(np.float32))
+            m, _ = cv2.estimateAffinePartial2D(
+                lm.astype(np.float32), track.landmarks[t].astype(np.float32)
+            )
             aligned = cv2.warpAffine(image, m, (hw[1], hw[0]), flags=cv2.INTER_LINEAR)
             out[t][region] = aligned[region]
     return out
@@ -95,17 +97,27 @@ def test_output_independent_of_driver_pixels(clip, photos, part, fill):
     changed = np.abs(other.astype(int) - frames).max(-1) > 0
     assert changed[track.face_frames].sum() > 20 * len(track.face_frames), name
     # reenact: the driving clip is also the background
-    out, _ = run_to_end(reenact_video(photos["obama_1"][0], other, backend=make_backend("warp"),
-                                      track=track, teeth=teeth))
+    out, _ = run_to_end(
+        reenact_video(
+            photos["obama_1"][0], other, backend=make_backend("warp"), track=track, teeth=teeth
+        )
+    )
     for t in range(len(frames)):
         assert np.array_equal(out[t], reenacted[t]), f"{name} frame {t}: reenact"
     # the pipeline: a generated clip (here the reenacted one) as background
     anchor = track.face_frames[len(track.face_frames) // 2]
 
     def enhanced(driving):
-        result, _ = run_to_end(enhance_faces(reenacted, track, driving.__getitem__,
-                                             backend=make_backend("warp"),
-                                             source_frame_index=anchor, teeth=teeth))
+        result, _ = run_to_end(
+            enhance_faces(
+                reenacted,
+                track,
+                driving.__getitem__,
+                backend=make_backend("warp"),
+                source_frame_index=anchor,
+                teeth=teeth,
+            )
+        )
         return result
 
     assert np.array_equal(enhanced(other), enhanced(frames)), f"{name}: enhance_faces"
@@ -136,8 +148,9 @@ def test_expression_kept(clip):
     hw = frames.shape[1:3]
     faces = report.enhanced_frames
     drv = np.stack([expression_features(track.landmarks[t], hw) for t in faces])
-    out = np.stack([expression_features(lm, hw) for lm, _ in
-                    _output_faces(reenacted, track, faces)])
+    out = np.stack(
+        [expression_features(lm, hw) for lm, _ in _output_faces(reenacted, track, faces)]
+    )
     corr = {f: pearson(drv[:, k], out[:, k]) for k, f in enumerate(FEATURES)}
     for feature in EXPRESSION_KEPT[name]:
         assert corr[feature] >= 0.8, f"{name} {feature}: {corr}"
@@ -149,9 +162,9 @@ def test_identity_is_the_photos(clip, photos):
     name, frames, track, _, reenacted, report = clip
     image, box, lm = photos["obama_1"]
     photo = face_embedding(image, box, lm)
-    for t, (_, emb) in zip(report.enhanced_frames,
-                           _output_faces(reenacted, track, report.enhanced_frames),
-                           strict=True):
+    for t, (_, emb) in zip(
+        report.enhanced_frames, _output_faces(reenacted, track, report.enhanced_frames), strict=True
+    ):
         driver = face_embedding(frames[t], track.box(t), track.landmarks[t])
         assert embedding_distance(emb, driver) > SAME_PERSON_THRESHOLD, (name, t)
         assert embedding_distance(emb, photo) < SAME_PERSON_THRESHOLD, (name, t)

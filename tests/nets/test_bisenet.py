@@ -11,7 +11,7 @@ from napari_diffslva.errors import WeightsError
 from napari_diffslva.nets.bisenet import BiSeNet
 from napari_diffslva.prepare.face_mask import load_face_parser
 
-TSV = Path(__file__).parent / "data" / "checkpoints" / "bisenet_face_parsing.tsv"
+TSV = Path(__file__).parents[1] / "data" / "checkpoints" / "bisenet_face_parsing.tsv"
 
 
 def _expected() -> list[tuple[str, tuple[int, ...]]]:

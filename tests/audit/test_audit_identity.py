@@ -40,8 +40,9 @@ def test_same_person_below_threshold_different_person_above(photo_embeddings):
     assert same < I.SAME_PERSON_THRESHOLD < min(different)
     # dlib embeddings are not zero-centred: the different person's cosine is still high,
     # which is why the audit reports the L2 distance.
-    cosine = e["obama_1"] @ e["biden_1"] / np.linalg.norm(e["obama_1"]) / np.linalg.norm(
-        e["biden_1"])
+    cosine = (
+        e["obama_1"] @ e["biden_1"] / np.linalg.norm(e["obama_1"]) / np.linalg.norm(e["biden_1"])
+    )
     assert cosine > 0.7
 
 
@@ -49,7 +50,8 @@ def test_reference_of_one_person_stays_close_to_each_photo(photo_embeddings):
     e = photo_embeddings
     reference = I.signer_reference(np.stack([e["obama_1"], e["obama_2"]]))
     assert I.embedding_distance(reference, e["obama_1"]) < I.embedding_distance(
-        e["obama_1"], e["obama_2"])
+        e["obama_1"], e["obama_2"]
+    )
     assert I.embedding_distance(reference, e["biden_1"]) > I.SAME_PERSON_THRESHOLD
 
 

@@ -130,13 +130,16 @@ def test_identical_frames_give_the_anchor_result(models, tiny, frames):
     refs = FrameRefs(PairFlow.identity(HW))
     with FrameSampler(models, settings, HW) as sampler:
         holder = {}
-        anchor_x0 = _last_x0(sampler, lambda: holder.update(
-            guide=sampler.translate_anchor(small[2], edges[2])))
+        anchor_x0 = _last_x0(
+            sampler, lambda: holder.update(guide=sampler.translate_anchor(small[2], edges[2]))
+        )
         guide = holder["guide"]
         sampler.set_previous_state({})
         frame_x0 = [
-            _last_x0(sampler, lambda: holder.update(
-                rgb=sampler.translate_frame(small[2], edges[2], guide, refs)))
+            _last_x0(
+                sampler,
+                lambda: holder.update(rgb=sampler.translate_frame(small[2], edges[2], guide, refs)),
+            )
             for _ in range(3)
         ]
         assert np.abs(holder["rgb"].astype(int) - guide.rgb.astype(int)).max() <= 1
@@ -144,8 +147,9 @@ def test_identical_frames_give_the_anchor_result(models, tiny, frames):
         # swapped (a misaligned cache) drifts far beyond the tolerance used above.
         sampler.controller.anchor = {k: v.flip(0) for k, v in sampler.controller.anchor.items()}
         sampler.controller.previous = sampler.controller.anchor
-        misaligned = _last_x0(sampler, lambda: sampler.translate_frame(
-            small[2], edges[2], guide, refs))
+        misaligned = _last_x0(
+            sampler, lambda: sampler.translate_frame(small[2], edges[2], guide, refs)
+        )
     for x0 in frame_x0:
         torch.testing.assert_close(x0, anchor_x0, rtol=0, atol=1e-4)
     assert (misaligned - anchor_x0).abs().max() > 1e-3

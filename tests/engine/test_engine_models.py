@@ -81,11 +81,19 @@ def test_settings_round_trip_through_json():
     assert "offline" not in settings.result_dict()
 
 
-@pytest.mark.parametrize("bad", [
-    {"strength": 0.0}, {"strength": 1.5}, {"steps": 0}, {"stage2_range": (0.8, 0.5)},
-    {"adain_range": (0.5, 1.2)}, {"cross_frame_layers": "down"}, {"device": "tpu"},
-    {"short_side": 500},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"strength": 0.0},
+        {"strength": 1.5},
+        {"steps": 0},
+        {"stage2_range": (0.8, 0.5)},
+        {"adain_range": (0.5, 1.2)},
+        {"cross_frame_layers": "down"},
+        {"device": "tpu"},
+        {"short_side": 500},
+    ],
+)
 def test_settings_validation(bad):
     with pytest.raises(SettingsError, match=next(iter(bad))):
         EngineSettings(**bad)

@@ -52,8 +52,9 @@ def test_new_anchor_recomputes_flow_only(clip, tmp_path):
     first = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL))
     edge_mtime = first.edges.path(0).stat().st_mtime_ns
     other = 0 if first.anchor != 0 else 7
-    second = run_to_end(prepare_clip(clip, tmp_path / "run",
-                                     PrepareSettings(short_side=128, anchor=other)))
+    second = run_to_end(
+        prepare_clip(clip, tmp_path / "run", PrepareSettings(short_side=128, anchor=other))
+    )
     assert second.anchor == other
     assert second.edges.folder == first.edges.folder
     assert second.edges.path(0).stat().st_mtime_ns == edge_mtime
@@ -88,8 +89,9 @@ def test_bad_settings_are_named():
 
 
 def test_prepare_cli_json(clip, tmp_path, capsys):
-    code = main(["prepare", str(clip), "-o", str(tmp_path / "run"), "--short-side", "128",
-                 "--json"])
+    code = main(
+        ["prepare", str(clip), "-o", str(tmp_path / "run"), "--short-side", "128", "--json"]
+    )
     assert code == 0
     d = json.loads(capsys.readouterr().out)
     assert d["frames"] == 8 and d["face_frames"] == 8
@@ -114,16 +116,20 @@ def test_face_mask_sources(clip, tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "79999_iter.pth"
     torch.save(BiSeNet(19).state_dict(), weights)
-    parsed = run_to_end(prepare_clip(
-        clip, tmp_path / "run", PrepareSettings(short_side=128, face_parser="bisenet",
-                                                parser_weights=str(weights)),
-        stages=("faces",)))
+    parsed = run_to_end(
+        prepare_clip(
+            clip,
+            tmp_path / "run",
+            PrepareSettings(short_side=128, face_parser="bisenet", parser_weights=str(weights)),
+            stages=("faces",),
+        )
+    )
     pmask = parsed.face_mask(2)
     assert pmask.shape == (240, 320)
     outside = np.ones_like(pmask, bool)
     x0, y0, x1, y1 = prepared.track.boxes[2]
     w, h = x1 - x0, y1 - y0
-    outside[max(0, int(y0 - h)): int(y1 + h), max(0, int(x0 - w)): int(x1 + w)] = False
+    outside[max(0, int(y0 - h)) : int(y1 + h), max(0, int(x0 - w)) : int(x1 + w)] = False
     assert pmask[outside].max() == 0  # nothing far from the face
     painted = np.zeros((240, 320), np.uint8)
     painted[10:20, 10:20] = 255

@@ -13,7 +13,7 @@ from napari_diffslva.nets.hed import ControlNetHED
 from napari_diffslva.prepare.edges import get_edge_detector, hed_edges, load_hed
 from napari_diffslva.video import read_frames
 
-TSV = Path(__file__).parent / "data/checkpoints/controlnet_hed.tsv"
+TSV = Path(__file__).parents[1] / "data/checkpoints/controlnet_hed.tsv"
 
 
 def _tsv_layout() -> list[tuple[str, tuple[int, ...]]]:

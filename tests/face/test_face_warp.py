@@ -45,7 +45,7 @@ def test_warp_identity_and_translation(talking):
     # inside the face the content moved 6 px right
     y0, y1 = int(lm[:, 1].min()) + 10, int(lm[:, 1].max()) - 10
     x0, x1 = int(lm[:, 0].min()) + 10, int(lm[:, 0].max()) - 10
-    shifted = np.abs(moved[y0:y1, x0 + 6:x1 + 6].astype(int) - crop[y0:y1, x0:x1]).mean()
+    shifted = np.abs(moved[y0:y1, x0 + 6 : x1 + 6].astype(int) - crop[y0:y1, x0:x1]).mean()
     unshifted = np.abs(moved[y0:y1, x0:x1].astype(int) - crop[y0:y1, x0:x1]).mean()
     assert shifted < 2.0 < unshifted
     # the crop border stays put
@@ -110,7 +110,8 @@ def test_eyes_open_at_most_a_quarter_more():
     target = lw.target_landmarks(src, drv, src)
     for eye in lw.EYES:
         assert lw._eye_opening(target[eye]) == pytest.approx(
-            lw.MAX_EYE_OPENING * lw._eye_opening(src[eye]))
+            lw.MAX_EYE_OPENING * lw._eye_opening(src[eye])
+        )
     drv[[37, 38, 43, 44], 1] += 3.5  # blink: allowed in full
     target = lw.target_landmarks(src, drv, src)
     assert lw._eye_opening(target[lw.EYES[0]]) < 0.5 * lw._eye_opening(src[lw.EYES[0]])

@@ -51,8 +51,10 @@ def audits(soup):
         "blur": blur_faces(soup),
         "flip": np.ascontiguousarray(soup[:, :, ::-1]),
     }
-    return {name: run_to_end(audit_clips(soup, anon, max_frames=AUDITED))
-            for name, anon in variants.items()}
+    return {
+        name: run_to_end(audit_clips(soup, anon, max_frames=AUDITED))
+        for name, anon in variants.items()
+    }
 
 
 def test_unchanged_clip_keeps_everything(audits):

@@ -41,8 +41,9 @@ def first_view(models, tiny, real_clip, tmp_path_factory):
 
     run = RunFolder(tmp_path_factory.mktemp("first"))
     settings = tiny.replace(fusion=False)
-    stats = run_to_end(translate_clip(_inputs(real_clip, "sl_soup.mp4", 0, 3), models,
-                                      settings, run))
+    stats = run_to_end(
+        translate_clip(_inputs(real_clip, "sl_soup.mp4", 0, 3), models, settings, run)
+    )
     assert stats.style_reference is None  # it made the reference, it used none
     reference = StyleReference.load(run)
     assert reference is not None and reference.steps == settings.steps
@@ -57,8 +58,7 @@ def test_other_view_anchor_takes_the_reference_statistics(models, tiny, first_vi
     from napari_diffslva.engine.sampler import FrameSampler
 
     other = _inputs(real_clip, "asl_house.gif", 10, 11)  # another camera, another image
-    adain_steps = [s for s in range(tiny.start_step, tiny.steps)
-                   if tiny.in_range("adain_range", s)]
+    adain_steps = [s for s in range(tiny.start_step, tiny.steps) if tiny.in_range("adain_range", s)]
     assert sorted(first_view.stats) == adain_steps == [7, 8, 9]
     target = first_view.targets(tiny, models.device, models.dtype)
     seen = {}
@@ -70,16 +70,20 @@ def test_other_view_anchor_takes_the_reference_statistics(models, tiny, first_vi
     for step in adain_steps:
         expected = torch.cat([t.flatten()[None] for t in target[step]])
         torch.testing.assert_close(_stats(seen[step]), expected, rtol=0, atol=1e-4)
-        torch.testing.assert_close(torch.cat([t.flatten()[None] for t in shared.stats[step]]),
-                                   expected, rtol=0, atol=1e-4)  # what its frames will follow
-    gaps = [(_stats(own_x0[s]) - torch.cat([t.flatten()[None] for t in target[s]])).abs().max()
-            for s in adain_steps]
+        torch.testing.assert_close(
+            torch.cat([t.flatten()[None] for t in shared.stats[step]]), expected, rtol=0, atol=1e-4
+        )  # what its frames will follow
+    gaps = [
+        (_stats(own_x0[s]) - torch.cat([t.flatten()[None] for t in target[s]])).abs().max()
+        for s in adain_steps
+    ]
     assert min(gaps) > 1e-2  # without the reference the view's own anchor differs
     assert np.abs(own.rgb.astype(int) - shared.rgb.astype(int)).mean() > 1
 
 
-def test_clip_with_a_reference_saves_it_and_keys_on_it(models, tiny, first_view, real_clip,
-                                                       tmp_path):
+def test_clip_with_a_reference_saves_it_and_keys_on_it(
+    models, tiny, first_view, real_clip, tmp_path
+):
     from napari_diffslva.engine.style import StyleReference
     from napari_diffslva.engine.translate import STAGE, run_key, translate_clip
 
@@ -101,5 +105,6 @@ def test_a_reference_from_another_schedule_is_refused(models, tiny, first_view, 
 
     other = _inputs(real_clip, "asl_house.gif", 10, 11)
     with pytest.raises(SettingsError, match="same steps"):
-        run_to_end(translate_clip(other, models, tiny.replace(steps=12),
-                                  style_reference=first_view))
+        run_to_end(
+            translate_clip(other, models, tiny.replace(steps=12), style_reference=first_view)
+        )

@@ -9,7 +9,7 @@ import torch
 
 from napari_diffslva.nets import tpsmm
 
-TSV_DIR = Path(__file__).parent / "data" / "checkpoints"
+TSV_DIR = Path(__file__).parents[1] / "data" / "checkpoints"
 
 # Parameter counts per sub-network (docs/checkpoints/README.md section 1).
 PARAMS = {

@@ -76,11 +76,13 @@ def test_resume_after_a_kill_is_bit_identical(models, tiny, soup_inputs, tmp_pat
     assert seen == [1, 0, 2]
     assert killed.done_frames(STAGE, key) == {0, 1, 2}
     assert sorted(p.name for p in killed.frames_dir(STAGE).glob("*.png")) == [
-        f"{i:06d}.png" for i in (0, 1, 2)]
+        f"{i:06d}.png" for i in (0, 1, 2)
+    ]
 
     events = []
-    stats = run_to_end(translate_clip(soup_inputs, models, settings, killed, resume=True),
-                       events.append)
+    stats = run_to_end(
+        translate_clip(soup_inputs, models, settings, killed, resume=True), events.append
+    )
     assert stats.frames == 3  # the anchor is recomputed, frames 3 and 4 are new
     assert sorted(e.payload[0] for e in events) == list(range(soup_inputs.num_frames))
     for i in range(soup_inputs.num_frames):
@@ -109,8 +111,9 @@ def test_cancel_mid_frame_keeps_the_run_folder_consistent(models, tiny, soup_inp
 
 
 @pytest.mark.parametrize("noise", ["model", "fresh"])
-def test_pixel_aware_fusion_pulls_a_frame_toward_its_warped_reference(models, tiny, real_clip,
-                                                                      noise):
+def test_pixel_aware_fusion_pulls_a_frame_toward_its_warped_reference(
+    models, tiny, real_clip, noise
+):
     """Frame 1 after frame 0 (anchor and previous frame at once), with stage-2 fusion at full
     weight over the whole schedule vs. without: the fused result must be the reference, the
     generated frame 0 pulled along the flow (a 16-pixel shift, no occlusion), compared at
@@ -129,19 +132,27 @@ def test_pixel_aware_fusion_pulls_a_frame_toward_its_warped_reference(models, ti
     pair = PairFlow(shift, np.zeros(hw, np.float32), np.zeros(hw, bool))
     results = {}
     for fusion in (False, True):
-        settings = tiny.replace(cross_frame_attention=False, adain=False, fusion=fusion,
-                                stage1_range=(0.0, 0.0), stage2_range=(0.0, 1.0),
-                                stage2_weight=1.0, stage2_noise=noise)
+        settings = tiny.replace(
+            cross_frame_attention=False,
+            adain=False,
+            fusion=fusion,
+            stage1_range=(0.0, 0.0),
+            stage2_range=(0.0, 1.0),
+            stage2_weight=1.0,
+            stage2_noise=noise,
+        )
         with FrameSampler(models, settings, hw) as sampler:
             guide = sampler.translate_anchor(inputs.frame(0), inputs.control(0))
             refs = FrameRefs(pair, pair, guide.rgb)
-            results[fusion] = sampler.translate_frame(inputs.frame(1), inputs.control(1), guide,
-                                                      refs).astype(np.float32)
+            results[fusion] = sampler.translate_frame(
+                inputs.frame(1), inputs.control(1), guide, refs
+            ).astype(np.float32)
     target = warp_image(guide.rgb.astype(np.float32), pair.flow)
 
     def distance(rgb):
         def blocks(x):
             return cv2.resize(x, (hw[1] // 8, hw[0] // 8), interpolation=cv2.INTER_AREA)
+
         return float(np.abs(blocks(rgb) - blocks(target)).mean())
 
     fused, direct = distance(results[True]), distance(results[False])
@@ -149,19 +160,26 @@ def test_pixel_aware_fusion_pulls_a_frame_toward_its_warped_reference(models, ti
     assert direct > 20 and fused < 4
 
 
-@pytest.mark.parametrize("name,start", [("asl_different.gif", 10), ("asl_house.gif", 20),
-                                        ("sl_soup.mp4", 10)])
+@pytest.mark.parametrize(
+    "name,start", [("asl_different.gif", 10), ("asl_house.gif", 20), ("sl_soup.mp4", 10)]
+)
 def test_cross_frame_attention_and_fusion_remove_flicker(models, tiny, real_clip, name, start):
     """The ablation of the issue on real clips: flow-warping error of consecutive outputs
     with cross-frame attention and fusion on, each alone, and both off (the CLI's
     --no-cross-frame-attention / --no-fusion), default schedule (20 steps, strength 0.75);
     and both on with Rerender-A-Video's stage-2 noise (--stage2-noise fresh).
 
-    The denoiser is tests/toy_denoiser.py: it removes noise and invents detail of its own
-    in every frame, through a real self-attention layer, so "off" flickers as SD does. A
-    random UNet removes no noise and does not leave a finished image alone, so fusion
-    cannot help it (bench/engine.py reports its figures for the record)."""
-    from toy_denoiser import flicker, toy_inputs, toy_models, translated_frames
+    The denoiser is napari_diffslva.testing.toy_denoiser: it removes noise and invents
+    detail of its own in every frame, through a real self-attention layer, so "off"
+    flickers as SD does. A random UNet removes no noise and does not leave a finished
+    image alone, so fusion cannot help it (bench/engine.py reports its figures for the
+    record)."""
+    from napari_diffslva.testing.toy_denoiser import (
+        flicker,
+        toy_inputs,
+        toy_models,
+        translated_frames,
+    )
 
     inputs = toy_inputs(real_clip(name), start)
     toy = toy_models(models)
@@ -176,9 +194,11 @@ def test_cross_frame_attention_and_fusion_remove_flicker(models, tiny, real_clip
     fusion = output_flicker(cross_frame_attention=False)
     on = output_flicker()
     rerender = output_flicker(stage2_noise="fresh")
-    print(f"{name}: flow-warping error input {source:.2f}; outputs: both off {off:.2f}, "
-          f"attention only {attention:.2f}, fusion only {fusion:.2f}, both on {on:.2f} "
-          f"(with Rerender's fresh stage-2 noise {rerender:.2f})")
+    print(
+        f"{name}: flow-warping error input {source:.2f}; outputs: both off {off:.2f}, "
+        f"attention only {attention:.2f}, fusion only {fusion:.2f}, both on {on:.2f} "
+        f"(with Rerender's fresh stage-2 noise {rerender:.2f})"
+    )
     assert off > 3 * source  # there is flicker to remove
     assert attention < 0.8 * off and fusion < 0.8 * off  # each mechanism removes some
     assert on < 0.5 * off and on < min(attention, fusion)  # together clearly more

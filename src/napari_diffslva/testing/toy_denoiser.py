@@ -89,14 +89,22 @@ class AttentiveToyDenoiser(torch.nn.Module):
         if key not in self.priors:
             small = F.avg_pool2d(grey, 8)  # (1, 1, h, w) in [0, 1]
             _, _, h, w = small.shape
-            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                                    torch.arange(w, dtype=torch.float32), indexing="ij")
-            content = torch.stack([small[0, 0] / GREY_SCALE, ys / POSITION_SCALE,
-                                   xs / POSITION_SCALE]).flatten(1).T  # (N, 3)
+            ys, xs = torch.meshgrid(
+                torch.arange(h, dtype=torch.float32),
+                torch.arange(w, dtype=torch.float32),
+                indexing="ij",
+            )
+            content = (
+                torch.stack([small[0, 0] / GREY_SCALE, ys / POSITION_SCALE, xs / POSITION_SCALE])
+                .flatten(1)
+                .T
+            )  # (N, 3)
             gen = torch.Generator().manual_seed(int(key[:8], 16))
             detail = torch.randn(h * w, 1, generator=gen)
-            tokens = torch.cat([content, (content**2).sum(1, keepdim=True) / 2, detail,
-                                torch.zeros_like(detail)], 1)
+            tokens = torch.cat(
+                [content, (content**2).sum(1, keepdim=True) / 2, detail, torch.zeros_like(detail)],
+                1,
+            )
             mu = torch.cat([(small * 2 - 1).expand(1, 3, -1, -1), torch.zeros_like(small)], 1)
             self.priors[key] = (mu, tokens)
         self.current = self.priors[key]
@@ -153,7 +161,11 @@ def flicker(outputs, inputs) -> float:
     input pair's flow and occlusion; 0-255 grey levels)."""
     from napari_diffslva.audit.temporal import warp_errors
 
-    return float(np.mean([
-        warp_errors(inputs.frame(i - 1), inputs.frame(i), outputs[i - 1], outputs[i])[1]
-        for i in range(1, len(outputs))
-    ]))
+    return float(
+        np.mean(
+            [
+                warp_errors(inputs.frame(i - 1), inputs.frame(i), outputs[i - 1], outputs[i])[1]
+                for i in range(1, len(outputs))
+            ]
+        )
+    )

@@ -23,9 +23,9 @@ def output_features(frames, track, frame_list):
     """Expression features of the face in each listed frame (landmarks found in the
     track's box, where the pasted face sits)."""
     hw = frames.shape[1:3]
-    return np.stack([
-        expression_features(face_landmarks(frames[t], track.box(t)), hw) for t in frame_list
-    ])
+    return np.stack(
+        [expression_features(face_landmarks(frames[t], track.box(t)), hw) for t in frame_list]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +42,13 @@ def obama(real_clip):
 
 def test_expressions_follow_driver_identity_stays_source(talking, obama):
     frames, track = talking
-    out, report = run_to_end(reenact_video(obama, frames, backend=make_backend("warp"),
-                                           track=track))
+    out, report = run_to_end(
+        reenact_video(obama, frames, backend=make_backend("warp"), track=track)
+    )
     still, _ = run_to_end(reenact_video(obama, frames, backend=StillBackend(), track=track))
     faces = report.enhanced_frames
     assert len(faces) == len(frames) and report.lost_frames == []
-    driver = np.stack([expression_features(track.landmarks[t], frames.shape[1:3])
-                       for t in faces])
+    driver = np.stack([expression_features(track.landmarks[t], frames.shape[1:3]) for t in faces])
     on = pearson(driver[:, MOUTH], output_features(out, track, faces)[:, MOUTH])
     off = pearson(driver[:, MOUTH], output_features(still, track, faces)[:, MOUTH])
     assert on > 0.8
@@ -58,8 +58,9 @@ def test_expressions_follow_driver_identity_stays_source(talking, obama):
     for t in faces[::3]:
         box = track.box(t)
         lm_out = face_landmarks(out[t], box)
-        d = embedding_distance(face_embedding(out[t], box, lm_out),
-                               face_embedding(frames[t], box, track.landmarks[t]))
+        d = embedding_distance(
+            face_embedding(out[t], box, lm_out), face_embedding(frames[t], box, track.landmarks[t])
+        )
         far.append(d > 0.6)
     assert np.mean(far) > 0.7
 
@@ -69,18 +70,22 @@ def test_enhance_restores_flattened_expressions(talking):
     original's mouth motion back; manual edits (a frame marked lost) are honoured."""
     frames, track = talking
     anchor = 5
-    flat, _ = run_to_end(reenact_video(frames[anchor], frames, backend=StillBackend(),
-                                       track=track))
+    flat, _ = run_to_end(reenact_video(frames[anchor], frames, backend=StillBackend(), track=track))
     edits = {"status": {"7": "lost"}}
-    gen = enhance_faces(flat, track, frames.__getitem__, backend=make_backend("warp"),
-                        source_frame_index=anchor, edits=edits)
+    gen = enhance_faces(
+        flat,
+        track,
+        frames.__getitem__,
+        backend=make_backend("warp"),
+        source_frame_index=anchor,
+        edits=edits,
+    )
     out, report = run_to_end(gen)
     assert report.source_frame_index == anchor and report.neutral_frame_index == anchor
     assert 7 in report.lost_frames and 7 not in report.enhanced_frames
     assert np.array_equal(out[7], flat[7])
     faces = report.enhanced_frames
-    driver = np.stack([expression_features(track.landmarks[t], frames.shape[1:3])
-                       for t in faces])
+    driver = np.stack([expression_features(track.landmarks[t], frames.shape[1:3]) for t in faces])
     before = pearson(driver[:, MOUTH], output_features(flat, track, faces)[:, MOUTH])
     after = pearson(driver[:, MOUTH], output_features(out, track, faces)[:, MOUTH])
     assert after > 0.8 and (np.isnan(before) or after > before + 0.3)
@@ -97,8 +102,11 @@ def test_enhance_at_working_resolution(talking):
     flat, _ = run_to_end(reenact_video(frames[5], frames, backend=StillBackend(), track=track))
     size = 300
     small = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in flat])
-    out, report = run_to_end(enhance_faces(small, track, frames.__getitem__,
-                                           backend=make_backend("warp"), source_frame_index=5))
+    out, report = run_to_end(
+        enhance_faces(
+            small, track, frames.__getitem__, backend=make_backend("warp"), source_frame_index=5
+        )
+    )
     assert out.shape == small.shape
     sx, sy = size / frames.shape[2], size / frames.shape[1]
     mouth_out, mouth_drv = [], []

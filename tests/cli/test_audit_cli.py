@@ -80,15 +80,18 @@ def test_bad_inputs_exit_2_with_one_line(real_clip, capsys, tmp_path):
 def test_fail_on_leak_exit_code(real_clip, capsys, tmp_path):
     """A clip audited against itself leaks on every frame: exit 3; a heavy face blur: 0."""
     soup = real_clip("sl_soup.mp4")
-    assert main(["audit", str(soup), str(soup), "--max-frames", "2", "--quiet",
-                 "--fail-on-leak"]) == 3
+    assert (
+        main(["audit", str(soup), str(soup), "--max-frames", "2", "--quiet", "--fail-on-leak"]) == 3
+    )
     capsys.readouterr()
     from napari_diffslva.export import write_video
     from napari_diffslva.video import probe
 
     frames = read_frames(soup, 0, 2)
     blurred = write_video(
-        [cv2.GaussianBlur(f, (0, 0), 12) for f in frames], tmp_path / "blur.mp4",
-        rate=probe(soup).rate)
+        [cv2.GaussianBlur(f, (0, 0), 12) for f in frames],
+        tmp_path / "blur.mp4",
+        rate=probe(soup).rate,
+    )
     original = write_video(frames, tmp_path / "orig.mp4", rate=probe(soup).rate)
     assert main(["audit", str(original), str(blurred), "--quiet", "--fail-on-leak"]) == 0

@@ -128,8 +128,10 @@ def test_full_workflow(make_napari_viewer, qtbot, clip, tiny_models, tmp_path):
     assert "Cancelled" in anonymize.status.text() and anonymize.resume_button.isEnabled()
     translated = sorted((run_dir / "frames" / "anonymized").glob("*.png"))
     assert 1 <= len(translated) < 6
-    assert not (run_dir / "frames" / "final").is_dir() or len(
-        list((run_dir / "frames" / "final").glob("*.png"))) < 6
+    assert (
+        not (run_dir / "frames" / "final").is_dir()
+        or len(list((run_dir / "frames" / "final").glob("*.png"))) < 6
+    )
 
     anonymize._on_event = on_event
     kept = {p.name: p.stat().st_mtime_ns for p in translated}
@@ -182,7 +184,13 @@ def test_full_workflow(make_napari_viewer, qtbot, clip, tiny_models, tmp_path):
     assert reopened.anchor == 4 and reopened.track.edited_frames == [1, 2, 3]
     np.testing.assert_allclose(reopened.track.boxes[2], widened, atol=0.01)
     assert fresh.layers["face boxes"].features["edited"].tolist() == [
-        False, True, True, True, False, False]
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
     assert fresh.layers["anchor"].data[0, 0] == 4
     reloaded = np.asarray(fresh.layers["anonymized"].data[5])
     assert np.array_equal(reloaded, np.asarray(viewer.layers["anonymized"].data[5]))
@@ -198,8 +206,9 @@ def prepared_dir(clip, tmp_path_factory):
     return run
 
 
-def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, clip, tiny_models,
-                                           prepared_dir, tmp_path):
+def test_gui_stays_responsive_during_a_run(
+    make_napari_viewer, qtbot, clip, tiny_models, prepared_dir, tmp_path
+):
     run_dir = tmp_path / "run"
     shutil.copytree(prepared_dir, run_dir)
     viewer = make_napari_viewer()
@@ -217,7 +226,9 @@ def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, clip, tiny
     count, worst_gap = ticks.stop()
     assert "Done: 6 frames" in anonymize.status.text()
     expected = seconds / (TICK_MS / 1000)
-    print(f"run {seconds:.2f} s, {count} ticks of {expected:.0f} expected, "
-          f"longest gap {worst_gap * 1000:.0f} ms")
+    print(
+        f"run {seconds:.2f} s, {count} ticks of {expected:.0f} expected, "
+        f"longest gap {worst_gap * 1000:.0f} ms"
+    )
     assert count >= 0.5 * expected, (count, expected)
     assert worst_gap < 1.0, worst_gap

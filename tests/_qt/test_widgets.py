@@ -47,8 +47,7 @@ def _open(viewer, qtbot, clip, run_dir):
     return widget
 
 
-def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbot, clip,
-                                                        tmp_path):
+def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbot, clip, tmp_path):
     viewer = make_napari_viewer()
     widget = PrepareWidget(viewer)
     widget.video.set_path(clip)
@@ -57,13 +56,24 @@ def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbo
     widget.vectors.setChecked(True)
     seen = []  # which layers exist whenever a progress event of a stage arrives
     on_event = widget._on_event
-    widget._on_event = lambda e: (seen.append((getattr(e, "stage", None),
-                                               "edges" in viewer.layers)), on_event(e))
+    widget._on_event = lambda e: (
+        seen.append((getattr(e, "stage", None), "edges" in viewer.layers)),
+        on_event(e),
+    )
     _finish(qtbot, widget.prepare())
     names = [layer.name for layer in viewer.layers]
     assert names[0] == ORIGINAL and viewer.layers[0].data.shape == (6, 240, 320, 3)
-    assert set(names) == {ORIGINAL, "edges", "flow (prev)", "occlusion (prev)", "face mask",
-                          "landmarks", "face boxes", "anchor", "flow vectors (prev)"}
+    assert set(names) == {
+        ORIGINAL,
+        "edges",
+        "flow (prev)",
+        "occlusion (prev)",
+        "face mask",
+        "landmarks",
+        "face boxes",
+        "anchor",
+        "flow vectors (prev)",
+    }
     # the face layers came before the edges were computed, the edges before the flow
     assert ("edges", False) in seen and ("flow", True) in seen
     boxes = viewer.layers["face boxes"]
@@ -98,8 +108,9 @@ def test_prepare_errors_become_notifications(make_napari_viewer, qtbot, tmp_path
     assert len(viewer.layers) == 0
 
 
-def test_correct_edits_are_saved_and_come_back(make_napari_viewer, qtbot, clip,
-                                               prepared_dir, tmp_path):
+def test_correct_edits_are_saved_and_come_back(
+    make_napari_viewer, qtbot, clip, prepared_dir, tmp_path
+):
     from napari_diffslva._qt.correct_widget import ACTIONS, CorrectWidget
 
     run_dir = tmp_path / "run"
@@ -165,8 +176,7 @@ def test_correct_edits_are_saved_and_come_back(make_napari_viewer, qtbot, clip,
     np.testing.assert_allclose(session_for(viewer).prepared.track.boxes[3], track.boxes[3])
 
 
-def test_anonymize_form_and_a_clear_error(make_napari_viewer, qtbot, clip, prepared_dir,
-                                          tmp_path):
+def test_anonymize_form_and_a_clear_error(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path):
     from napari_diffslva._qt.anonymize_widget import PROMPT_PRESETS, AnonymizeWidget
 
     viewer = make_napari_viewer()
@@ -207,8 +217,7 @@ def fake_run(clip, prepared_dir, tmp_path):
     return run_dir
 
 
-def test_audit_flags_a_copy_and_reviews_side_by_side(make_napari_viewer, qtbot, clip,
-                                                      fake_run):
+def test_audit_flags_a_copy_and_reviews_side_by_side(make_napari_viewer, qtbot, clip, fake_run):
     from napari_diffslva._qt.audit_widget import AuditWidget
 
     viewer = make_napari_viewer()
@@ -228,8 +237,9 @@ def test_audit_flags_a_copy_and_reviews_side_by_side(make_napari_viewer, qtbot, 
     assert not viewer.grid.enabled and viewer.layers["face boxes"].visible
 
 
-def test_export_keeps_timing_and_writes_sidecar(make_napari_viewer, qtbot, clip, fake_run,
-                                                tmp_path):
+def test_export_keeps_timing_and_writes_sidecar(
+    make_napari_viewer, qtbot, clip, fake_run, tmp_path
+):
     from napari_diffslva._qt.export_widget import ExportWidget
 
     viewer = make_napari_viewer()
