@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -21,10 +20,9 @@ from napari_diffslva.audit.identity import (
 )
 from napari_diffslva.face.backends import make_backend
 from napari_diffslva.face.enhance import driver_teeth, enhance_faces, reenact_video
-from napari_diffslva.face.mouth import INNER_MOUTH
-from napari_diffslva.prepare.face_mask import _face_polygon
 from napari_diffslva.prepare.faces import detect_faces, face_landmarks, track_faces
 from napari_diffslva.progress import run_to_end
+from napari_diffslva.testing.face_swap import replace_face_part
 from napari_diffslva.video import read_frames
 
 # (first, stop, step) of each real clip: a talking head and two signers
@@ -56,37 +54,11 @@ def clip(request, real_clip, photos):
     return request.param, frames, track, teeth, reenacted, report
 
 
-def _region(landmarks: np.ndarray, hw: tuple[int, int], part: str) -> np.ndarray:
-    """Boolean frame mask: the inner-mouth polygon, or the whole face polygon (jaw line
-    and brows lifted to the forehead, the region the face module covers)."""
-    mask = np.zeros(hw, np.uint8)
-    if part == "mouth":
-        cv2.fillPoly(mask, [np.round(landmarks[INNER_MOUTH]).astype(np.int32)], 1)
-        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-    else:
-        hull = cv2.convexHull(np.round(_face_polygon(landmarks, 0.35)).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, 1)
-    return mask.astype(bool)
-
-
 def _replaced(frames, track, photos, part: str, fill: str) -> np.ndarray:
     """A copy of ``frames`` whose ``part`` is biden_1's face aligned onto the driver's
     landmarks (``fill="face"``), or uniform noise (``fill="noise"``)."""
     image, _, lm = photos["biden_1"]
-    rng = np.random.default_rng(12)
-    out = frames.copy()
-    hw = frames.shape[1:3]
-    for t in track.face_frames:
-        region = _region(track.landmarks[t], hw, part)
-        if fill == "noise":
-            out[t][region] = rng.integers(0, 256, (int(region.sum()), 3), dtype=np.uint8)
-        else:
-            m, _ = cv2.estimateAffinePartial2D(
-                lm.astype(np.float32), track.landmarks[t].astype(np.float32)
-            )
-            aligned = cv2.warpAffine(image, m, (hw[1], hw[0]), flags=cv2.INTER_LINEAR)
-            out[t][region] = aligned[region]
-    return out
+    return replace_face_part(frames, track, part, (image, lm) if fill == "face" else None)
 
 
 @pytest.mark.parametrize("part", ["mouth", "face"])

@@ -22,18 +22,11 @@ from itertools import repeat
 
 import numpy as np
 
+from ..prepare.face_template import face_size
 from .mouth import mouth_opening, needs_interior, paint_interior
 
 EYES = (np.arange(36, 42), np.arange(42, 48))  # corners at local 0 and 3, lids 1,2 / 4,5
 MAX_EYE_OPENING = 1.25
-
-
-def face_size(landmarks: np.ndarray) -> float:
-    """Square root of the convex-hull area of the landmarks (a scale for relative motion)."""
-    import cv2
-
-    hull = cv2.convexHull(np.asarray(landmarks, np.float32))
-    return float(np.sqrt(max(cv2.contourArea(hull), 1e-6)))
 
 
 def expression_vector(landmarks: np.ndarray) -> np.ndarray:

@@ -1,0 +1,189 @@
+"""The control map ControlNet sees: the edge map outside the face region, a sketch inside.
+
+An edge map of the signer's face holds every contour of their eyes, brows, nose, lips,
+jaw and ears, and the generated face inherits that geometry. So inside the face region
+the edges are replaced by a sketch of a template face that carries the signer's
+expression and head pose (:mod:`.face_sketch`); outside it (hands, body, background) the
+edges are kept as they are, since handshapes are the language.
+
+The face region is an ellipse placed with the head (position, scale, roll): an ellipse,
+not the face's outline, so its boundary carries one size per clip and no contour. It is
+as large as it must be to cover, on every tracked frame, the signer's landmarks, the
+forehead up to the hairline, the ears beside the jaw and the sketch itself, then grown by
+the edge detector's support (:data:`SUPPORT_PX`): inside it the control map depends on
+the face track alone. Its edge fades into the edge map over :data:`FEATHER_PX`.
+
+Frames without a tracked face, in a clip that has one: the landmarks are interpolated
+between the face frames around them (held at the clip's ends), the region grows with the
+distance to the nearest face frame (:data:`HELD_GROWTH`), and the sketch is drawn there:
+a face that a hand covers or the tracker lost is still replaced. A clip in which no face
+is found at all keeps its edge map; :meth:`FaceControl.summary` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+from ..geometry import WorkingGeometry
+from ..progress import Progress, ProgressGenerator
+from ..project import FrameStore, settings_key
+from .face_sketch import Retargeting, draw_sketch, filled_landmarks
+from .face_template import hairline_arc, template_shape
+from .faces import LOST, FaceTrack
+
+FACE_CONTROLS = ("sketch", "edges")
+SKETCH_VERSION = 1  # bump when the sketch or region drawing changes (cache keys)
+# The region ellipse in canonical face coordinates (centre, half axes; face size 1).
+REGION_CENTRE = (0.0, 0.0)
+REGION_AXES = (0.68, 0.87)
+FOREHEAD = 0.55  # the hairline above the brows, in brow-to-chin heights
+EAR = 0.12  # how far the ears reach out beside the jaw's upper half, canonical units
+SUPPORT_PX = 16  # working pixels over which an edge detector answers a contour
+FEATHER_PX = 8  # the region's edge fades into the edge map over this many pixels
+HELD_GROWTH, HELD_MAX = 0.05, 0.5  # region growth per frame from a face frame, and cap
+
+
+def coverage_points(signer: np.ndarray) -> np.ndarray:
+    """The points the region must cover for one face (canonical coordinates): its 68
+    landmarks, the brows lifted to the hairline, and the ears beside the jaw."""
+    lm = np.asarray(signer, np.float64)
+    brows, chin = lm[17:27], lm[8]
+    forehead = brows + FOREHEAD * (brows.mean(0) - chin)
+    upper_jaw = np.vstack([lm[0:5], lm[12:17]])
+    side = np.sign(upper_jaw[:, :1] - lm[27, 0])
+    ears = upper_jaw + side * np.array([EAR, 0.0])
+    ear_tops = np.array([[lm[0, 0] - EAR, brows[:, 1].min()], [lm[16, 0] + EAR, brows[:, 1].min()]])
+    return np.vstack([lm, forehead, ears, ear_tops])
+
+
+def _ellipse_reach(points: np.ndarray) -> float:
+    """How many times the region ellipse must be scaled to hold ``points``."""
+    d = (np.asarray(points) - REGION_CENTRE) / np.asarray(REGION_AXES)
+    return float(np.sqrt((d**2).sum(axis=1)).max())
+
+
+def track_digest(track: FaceTrack) -> str:
+    """A short hash of what the sketch depends on in a track (landmarks and status)."""
+    h = hashlib.sha256(np.ascontiguousarray(track.landmarks, np.float32).tobytes())
+    h.update(np.ascontiguousarray(track.status, np.uint8).tobytes())
+    return h.hexdigest()[:16]
+
+
+class FaceControl:
+    """Per-frame face sketch, region and control map of one clip at working size."""
+
+    def __init__(self, track: FaceTrack, geometry: WorkingGeometry, shape_seed: int = 0):
+        sy, sx = geometry.scale_yx
+        self.hw = geometry.work_hw
+        self.track = track
+        self.retargeting = Retargeting.from_track(track, template_shape(shape_seed), (sx, sy))
+        if self.retargeting is not None:
+            self.gap = filled_landmarks(track)[1]
+            self.reach = self._clip_reach()
+
+    @property
+    def has_face(self) -> bool:
+        return self.retargeting is not None
+
+    def _clip_reach(self) -> float:
+        """The region scale of the clip: the largest over its face frames of what the
+        signer's face and the sketch need."""
+        r = self.retargeting
+        reach = 1.0
+        for t in np.flatnonzero(self.track.status != LOST):
+            shape = r.canonical(t)
+            needed = np.vstack([coverage_points(r.signer_canonical(t)), shape, hairline_arc(shape)])
+            reach = max(reach, _ellipse_reach(needed))
+        return reach
+
+    def region(self, t: int) -> np.ndarray:
+        """float32 ``(H, W)`` weight of the sketch: 1 over the face region, fading out."""
+        import cv2
+
+        place = self.retargeting.placement(t)
+        grow = 1.0 + min(HELD_GROWTH * self.gap[t], HELD_MAX)
+        centre = place(np.array([REGION_CENTRE]))[0]
+        axes = np.asarray(REGION_AXES) * self.reach * grow * place.scale + SUPPORT_PX
+        shift = 4
+        inside = np.zeros(self.hw, np.uint8)
+        cv2.ellipse(
+            inside,
+            tuple(int(round(v * (1 << shift))) for v in centre),
+            tuple(int(round(v * (1 << shift))) for v in axes),
+            np.degrees(place.angle),
+            0,
+            360,
+            1,
+            -1,
+            cv2.LINE_8,
+            shift,
+        )
+        distance = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)
+        return np.clip(1.0 - distance / FEATHER_PX, 0.0, 1.0).astype(np.float32)
+
+    def sketch(self, t: int) -> np.ndarray:
+        """float32 ``(H, W)`` soft lines of the template face with frame ``t``'s expression."""
+        landmarks, hairline = self.retargeting.sketch_points(t)
+        return draw_sketch(landmarks, hairline, self.hw)
+
+    def maps(
+        self, t: int, edges: np.ndarray, safe: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(control, sketch, region)`` of frame ``t`` from its edge map (float32 [0, 1]);
+        ``safe`` quantises the result like the edges (one look for the whole map)."""
+        from .edges import safe_quantize
+
+        if not self.has_face:
+            zeros = np.zeros(self.hw, np.float32)
+            return np.asarray(edges, np.float32), zeros, zeros
+        sketch, region = self.sketch(t), self.region(t)
+        control = edges * (1.0 - region) + sketch * region
+        return (safe_quantize(control) if safe else control.astype(np.float32)), sketch, region
+
+    def summary(self) -> dict:
+        """Which frames got which treatment (for the prepare summary and the docs)."""
+        if not self.has_face:
+            return {
+                "face_control": "none",
+                "note": "no face was found in any frame, so the control map is the edge map "
+                "everywhere; mark the face by hand if the clip shows one",
+            }
+        lost = np.flatnonzero(self.track.status == LOST)
+        return {
+            "face_control": "sketch",
+            "held_frames": [int(t) for t in lost],
+            "region_reach": round(self.reach, 3),
+        }
+
+
+def control_key(edges_key: str, track: FaceTrack, face_control: str, face_shape: int) -> str:
+    """The cache key of a clip's control maps: the edge maps they start from, the track
+    (with its edits), the treatment and the drawing's version."""
+    return settings_key(
+        "control", edges_key, face_control, face_shape, track_digest(track), SKETCH_VERSION
+    )
+
+
+def write_control_maps(
+    store: FrameStore, edges: FrameStore, face: FaceControl, safe: bool
+) -> ProgressGenerator[None]:
+    """Compose and cache the control map of every missing frame (arrays ``control``,
+    ``sketch``, ``region``, uint8) from the cached edge maps."""
+    from .edges import edges_from_uint8, edges_to_uint8
+
+    todo = store.missing()
+    for n, i in enumerate(todo):
+        start = time.perf_counter()
+        control, sketch, region = face.maps(i, edges_from_uint8(edges.read(i)["edges"]), safe)
+        store.write(
+            i,
+            control=edges_to_uint8(control),
+            sketch=edges_to_uint8(sketch),
+            region=edges_to_uint8(region),
+        )
+        yield Progress("face control", n + 1, len(todo), time.perf_counter() - start)
+    if todo:
+        store.mark_complete()
