@@ -33,6 +33,7 @@ from ..video import (
     stand_ins,
 )
 from .edges import EDGE_DETECTORS
+from .face_control import FACE_CONTROLS
 from .flow import FLOW_BACKENDS
 
 STAGES = ("faces", "edges", "flow")
@@ -51,10 +52,28 @@ class PrepareSettings:
         choices=EDGE_DETECTORS,
     )
     safe_edges: bool = option(
-        False,
-        "quantise edges so no faint copy of the face reaches ControlNet",
+        True,
+        "quantise edges so no faint copy of the image reaches ControlNet (off: raw edge "
+        "maps, which hide a faint greyscale copy of the frame, face included)",
         kind="bool",
         stage="prepare",
+    )
+    face_control: str = option(
+        "sketch",
+        "what ControlNet sees in the face region: sketch (a template face drawn with the "
+        "signer's expression and head pose) or edges (the signer's own face contours: "
+        "leaks the signer's facial geometry into the new face)",
+        kind="str",
+        stage="prepare",
+        choices=FACE_CONTROLS,
+    )
+    face_shape: int = option(
+        0,
+        "template face of the sketch: 0 the average template, N a template with "
+        "proportions varied by seed N",
+        kind="int",
+        stage="prepare",
+        low=0,
     )
     hed_weights: str | None = option(
         None, "HED weights file (null: searched)", kind="str", stage="prepare", nullable=True
@@ -151,6 +170,7 @@ class Prepared:
     edges: FrameStore
     flows: FrameStore
     seconds_per_frame: dict[str, float] = field(default_factory=dict)
+    controls: FrameStore | None = None  # face-region sketch composed in (face_control=sketch)
 
     @cached_property
     def reader(self) -> VideoReader:
@@ -172,9 +192,12 @@ class Prepared:
         return self.geometry.to_work(self.reader[index])
 
     def control(self, index: int) -> np.ndarray:
-        """Working-size edges in [0, 1] (the ControlNet condition)."""
+        """Working-size control map in [0, 1] (the ControlNet condition): the edges with
+        the face-region sketch composed in, or the edges alone with ``face_control=edges``."""
         from .edges import edges_from_uint8
 
+        if self.controls is not None:
+            return edges_from_uint8(self.controls.read(index)["control"])
         return edges_from_uint8(self.edges.read(index)["edges"])
 
     def flow(self, target: int, source: int):
@@ -255,8 +278,16 @@ class Prepared:
             "interpolated_frames": self.track.interpolated_frames,
             "edited_frames": self.track.edited_frames,
             "seconds_per_frame": self.seconds_per_frame,
+            "face_control": self._face_control_summary(),
             "run_dir": str(self.run.root),
         }
+
+    def _face_control_summary(self) -> dict[str, Any]:
+        if self.settings.face_control == "edges":
+            return {"face_control": "edges", "note": "the signer's face contours reach ControlNet"}
+        from .face_control import FaceControl
+
+        return FaceControl(self.track, self.geometry, self.settings.face_shape).summary()
 
 
 def choose_anchor(track, frames: int) -> int:
@@ -328,6 +359,9 @@ def prepare_clip(
     edges = run.frame_store("edges", _edges_key(info, geo, settings), info.frames)
     if "edges" in stages:
         yield from _edges(edges, reader, geo, settings, seconds)
+    controls = None
+    if settings.face_control == "sketch":
+        controls = yield from _controls(run, edges, track, geo, settings, "edges" in stages)
     flows = run.frame_store("flow", _flow_key(info, geo, settings, anchor), info.frames)
     if "flow" in stages:
         yield from _flows(flows, reader, geo, settings, anchor, seconds)
@@ -342,6 +376,7 @@ def prepare_clip(
         edges=edges,
         flows=flows,
         seconds_per_frame=seconds,
+        controls=controls,
     )
 
 
@@ -445,6 +480,25 @@ def _edges(
             yield Progress("edges", n + 1, len(todo), time.perf_counter() - start)
         seconds["edges"] = spent / len(todo)
         store.mark_complete()
+
+
+def _controls(
+    run: RunFolder,
+    edges: FrameStore,
+    track,
+    geo: WorkingGeometry,
+    s: PrepareSettings,
+    compute: bool,
+) -> ProgressGenerator[FrameStore]:
+    """The control maps: cached edges with the face-region sketch of the (edited) track."""
+    from .face_control import FaceControl, control_key, write_control_maps
+
+    key = control_key(edges.folder.name, track, s.face_control, s.face_shape)
+    store = run.frame_store("control", key, edges.frames)
+    if compute and edges.complete:
+        face = FaceControl(track, geo, s.face_shape)
+        yield from write_control_maps(store, edges, face, s.safe_edges)
+    return store
 
 
 def _flows(
