@@ -206,6 +206,29 @@ def _resume_point(
     return pos, states
 
 
+def translate_anchor(
+    inputs: EngineInputs,
+    models: Models,
+    settings: EngineSettings,
+    *,
+    style_reference: StyleReference | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """The anchor frame's translation alone: uint8 RGB at working size, the same pixels
+    :func:`translate_clip` gives the anchor with these settings (for checks, such as the
+    identity gate, made before the clip is translated)."""
+    anchor = settings.anchor_index(inputs.num_frames)
+    style = (
+        style_reference.targets(settings, models.device, models.dtype)
+        if style_reference is not None and settings.adain
+        else None
+    )
+    image = inputs.frame(anchor)
+    with FrameSampler(models, settings, image.shape[:2]) as sampler:
+        guide = sampler.translate_anchor(image, inputs.control(anchor), should_stop, style)
+    return guide.rgb
+
+
 def translate_clip(
     inputs: EngineInputs,
     models: Models,
