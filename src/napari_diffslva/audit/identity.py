@@ -9,6 +9,7 @@ Points are (x, y) pixels (dlib order).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from ..prepare.faces import FaceBox, detect_faces, face_landmarks
 
 SAME_PERSON_THRESHOLD = 0.6  # dlib's published operating point for its face embedding
 _HOG_MIN_FACE = 90  # px; HOG's 80 px window needs about this much face (upsample below)
+SAME_PLACE_IOU = 0.5  # a found face overlapping the original's box this much is in place
 
 
 def face_embedding(frame: np.ndarray, box: FaceBox, landmarks: np.ndarray) -> np.ndarray:
@@ -96,3 +98,26 @@ def face_in_box(frame: np.ndarray, box: FaceBox) -> tuple[np.ndarray, np.ndarray
     """Landmarks ``(68, 2)`` (x, y) and embedding ``(128,)`` of the face in ``box``."""
     landmarks = face_landmarks(frame, box)
     return landmarks, face_embedding(frame, box, landmarks)
+
+
+@dataclass(frozen=True)
+class FaceInPlace:
+    """The face of a new (anonymized) frame where the original's face was."""
+
+    landmarks: np.ndarray  # (68, 2) (x, y)
+    embedding: np.ndarray  # (128,)
+    detected: bool  # a detector found it; else it was fitted in the original's box
+    box: FaceBox  # the detector's box, or the original's box when fitted
+
+
+def face_in_place(frame: np.ndarray, box: FaceBox) -> FaceInPlace:
+    """The face of ``frame`` where ``box`` (the original's face) is: the nearest face a
+    detector finds there, measured in ``box`` when it stayed in place (the landmark fit
+    depends on the box, and detector jitter is not a change of face); when no detector
+    finds one, the face fitted in ``box`` anyway (a face a detector misses can still be
+    recognised)."""
+    found = locate_face_near(frame, box)
+    fit = box if found is None or box_iou(found, box) >= SAME_PLACE_IOU else found
+    landmarks = face_landmarks(frame, fit)
+    embedding = face_embedding(frame, fit, landmarks)
+    return FaceInPlace(landmarks, embedding, found is not None, found or box)

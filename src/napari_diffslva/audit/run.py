@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import SettingsError, VideoError
+from ..prepare.faces import FaceBox
 from ..progress import Progress, ProgressGenerator
 from . import expression as expr
 from . import hands as hands_metrics
 from .identity import (
     SAME_PERSON_THRESHOLD,
-    box_iou,
     embedding_distance,
     face_embedding,
-    locate_face_near,
+    face_in_place,
     signer_reference,
 )
 from .result import (
@@ -42,7 +43,6 @@ _ASPECT_TOLERANCE = 0.02  # relative; a resized export keeps the aspect to withi
 # The signer's reference embedding is the mean over this many original frames spread over
 # the clip (an embedding costs ~0.1-0.25 s; more frames barely move the mean).
 REFERENCE_FRAMES = 8
-_SAME_PLACE_IOU = 0.5  # a found face overlapping the original's box this much is in place
 
 
 def sample_frames(count: int, stride: int = 1, max_frames: int | None = None) -> list[int]:
@@ -135,6 +135,51 @@ def _hand_boxes_of(hand_boxes: Any, count: int) -> Sequence[np.ndarray | None] |
     return hand_boxes
 
 
+@dataclass
+class _FaceMeasures:
+    """Per audited frame: embeddings of both faces, the anonymized face's landmarks/box."""
+
+    original_embeddings: np.ndarray  # (N, 128), on the reference frames only
+    anonymized_embeddings: np.ndarray  # (N, 128), where a detector found the new face
+    fitted_embeddings: np.ndarray  # (N, 128), where none did: fitted in the original's box
+    anonymized_landmarks: np.ndarray  # (N, 68, 2)
+    anonymized_boxes: np.ndarray  # (N, 4), detected faces only
+    fitted_frames: list[int] = field(default_factory=list)  # frame indices fitted
+
+
+def _measure_faces(
+    get_original, get_anonymized, indices, boxes, landmarks, has_face
+) -> ProgressGenerator[_FaceMeasures]:
+    """Embeddings (identity) and landmarks (expression) of the faces of both clips; the
+    original's reference embeddings on :data:`REFERENCE_FRAMES` frames spread over it."""
+    n = len(indices)
+    out = _FaceMeasures(
+        *(np.full((n, 128), np.nan) for _ in range(3)),
+        np.full((n, 68, 2), np.nan),
+        np.full((n, 4), np.nan),
+    )
+    with_face = np.flatnonzero(has_face)
+    reference = {
+        int(with_face[j]) for j in sample_frames(len(with_face), max_frames=REFERENCE_FRAMES)
+    }
+    for k, i in enumerate(indices):
+        start = time.perf_counter()
+        if has_face[k]:
+            box = FaceBox(*boxes[k])
+            if k in reference:
+                out.original_embeddings[k] = face_embedding(get_original(i), box, landmarks[k])
+            face = face_in_place(get_anonymized(i), box)
+            out.anonymized_landmarks[k] = face.landmarks
+            if face.detected:
+                out.anonymized_boxes[k] = face.box.as_array()
+                out.anonymized_embeddings[k] = face.embedding
+            else:
+                out.fitted_embeddings[k] = face.embedding
+                out.fitted_frames.append(i)
+        yield Progress("identity", k + 1, n, time.perf_counter() - start)
+    return out
+
+
 def audit_clips(
     original_frames: FrameSequence,
     anonymized_frames: FrameSequence,
@@ -176,43 +221,13 @@ def audit_clips(
     has_face = np.isfinite(boxes).all(axis=1) & np.isfinite(landmarks).all(axis=(1, 2))
 
     # 2. Faces of both clips: embeddings (identity) and landmarks (expression).
-    from ..prepare.faces import FaceBox, face_landmarks
-
-    original_embeddings = np.full((n, 128), np.nan)
-    anonymized_embeddings = np.full((n, 128), np.nan)
-    fitted_embeddings = np.full((n, 128), np.nan)  # no face detected: fitted in the original's box
-    anonymized_landmarks = np.full((n, 68, 2), np.nan)
-    anonymized_boxes = np.full((n, 4), np.nan)
-    fitted_without_detection: list[int] = []
-    with_face = np.flatnonzero(has_face)
-    reference_frames = {
-        int(with_face[j]) for j in sample_frames(len(with_face), max_frames=REFERENCE_FRAMES)
-    }
-    for k, i in enumerate(indices):
-        start = time.perf_counter()
-        if has_face[k]:
-            box = FaceBox(*boxes[k])
-            if k in reference_frames:
-                original_embeddings[k] = face_embedding(originals[i], box, landmarks[k])
-            found = locate_face_near(anonymizeds[i], box)
-            if found is not None:
-                anonymized_boxes[k] = found.as_array()
-                # Where the face stayed in place, fit it in the original's box: the landmark
-                # fit depends on the box, and detector jitter is not an expression change.
-                fit = box if box_iou(found, box) >= _SAME_PLACE_IOU else found
-                anonymized_landmarks[k] = face_landmarks(anonymizeds[i], fit)
-                anonymized_embeddings[k] = face_embedding(
-                    anonymizeds[i], fit, anonymized_landmarks[k]
-                )
-            else:  # read the face where it should be, even if no detector finds it there
-                anonymized_landmarks[k] = face_landmarks(anonymizeds[i], box)
-                fitted_embeddings[k] = face_embedding(anonymizeds[i], box, anonymized_landmarks[k])
-                fitted_without_detection.append(i)
-        yield Progress("identity", k + 1, n, time.perf_counter() - start)
-
-    identity = _identity(
-        indices, has_face, original_embeddings, anonymized_embeddings, fitted_embeddings, notes
+    faces = yield from _measure_faces(
+        originals.__getitem__, anonymizeds.__getitem__, indices, boxes, landmarks, has_face
     )
+    fitted_without_detection = faces.fitted_frames
+    anonymized_landmarks, anonymized_boxes = faces.anonymized_landmarks, faces.anonymized_boxes
+
+    identity = _identity(indices, has_face, faces, notes)
     original_features = expr.clip_features(np.where(has_face[:, None, None], landmarks, np.nan), hw)
     anonymized_features = expr.clip_features(anonymized_landmarks, hw)
     correlation, error = expr.compare_features(original_features, anonymized_features)
@@ -280,15 +295,30 @@ def audit_clips(
     )
 
 
+def audit_identity(
+    original_frames: FrameSequence, anonymized_frames: FrameSequence, track: Any
+) -> ProgressGenerator[tuple[IdentityResult, list[str]]]:
+    """The identity part of :func:`audit_clips` alone, on every frame with a face in
+    ``track`` (the original's face track), reading each frame when it is measured:
+    ``(identity, notes)``. What a run checks about its own result."""
+    get_original, get_anonymized, notes = _check_pair(original_frames, anonymized_frames)
+    count = len(original_frames)
+    boxes, landmarks = _track_of(track, count)
+    has_face = np.isfinite(boxes).all(axis=1) & np.isfinite(landmarks).all(axis=(1, 2))
+    indices = list(range(count))
+    faces = yield from _measure_faces(
+        get_original, get_anonymized, indices, boxes, landmarks, has_face
+    )
+    return _identity(indices, has_face, faces, notes), notes
+
+
 def _identity(
-    indices: list[int],
-    has_face: np.ndarray,
-    original_embeddings: np.ndarray,
-    anonymized_embeddings: np.ndarray,
-    fitted_embeddings: np.ndarray,
-    notes: list[str],
+    indices: list[int], has_face: np.ndarray, faces: _FaceMeasures, notes: list[str]
 ) -> IdentityResult:
     """Distances to the signer's reference embedding, leaks and faceless frames."""
+    original_embeddings = faces.original_embeddings
+    anonymized_embeddings = faces.anonymized_embeddings
+    fitted_embeddings = faces.fitted_embeddings
     n = len(indices)
     distance, original_distance, fitted_distance = (np.full(n, np.nan) for _ in range(3))
     if not has_face.any():

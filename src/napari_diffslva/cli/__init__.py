@@ -2,7 +2,8 @@
 
 Each module in ``SUBCOMMANDS`` defines ``register(subparsers)``, which adds its parser and
 ``set_defaults(func=run)``; ``run(args) -> int`` does the work. Expected errors
-(:class:`~napari_diffslva.errors.DiffslvaError`) print one line and exit with code 2;
+(:class:`~napari_diffslva.errors.DiffslvaError`) print one line and exit with code 2 (3
+when the run refused because of an identity leak);
 ``--json`` output is always exactly one JSON object on stdout, progress goes to stderr.
 """
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DiffslvaError as exc:
         print(f"napari-diffslva {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print(
             f"napari-diffslva {args.command}: interrupted; finished frames are kept",
