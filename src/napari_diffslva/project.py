@@ -7,6 +7,7 @@ Layout (every stage writes only its own names; all writes are atomic)::
       settings.json            the settings of the last run of each stage
       cache/<stage>-<key>.npz  cached inputs (edges, flow, faces), key = hash(video, settings)
       edits.json               manual corrections (face boxes, masks, anchor), ``edited`` flags
+      privacy.json             the anchor's identity gate and the result's self-audit
       frames/<stage>/000123.png  finished output frames, one file each
       frames/<stage>/manifest.json  which frames are done, with the settings hash
 
@@ -156,6 +157,21 @@ class RunFolder:
     def write_edits(self, edits: dict[str, Any]) -> None:
         self.ensure()
         atomic_write_json(self.edits_json, edits)
+
+    # -- what the run checked about privacy (identity gate, self-audit) -------------------
+    @property
+    def privacy_json(self) -> Path:
+        return self.root / "privacy.json"
+
+    def read_privacy(self) -> dict[str, Any]:
+        return read_json(self.privacy_json, {})
+
+    def write_privacy(self, part: str, record: dict[str, Any]) -> None:
+        """Store one part (``gate``, ``self_audit``) of the run's privacy record."""
+        record_all = self.read_privacy()
+        record_all[part] = record
+        self.ensure()
+        atomic_write_json(self.privacy_json, record_all)
 
     # -- streamed output frames -----------------------------------------------------------
     def frames_dir(self, stage: str) -> Path:

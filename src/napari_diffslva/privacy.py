@@ -1,0 +1,151 @@
+"""A run's own privacy checks: the anchor's identity gate before the clip is translated,
+and the identity audit of the finished frames after it.
+
+Both use the audit's identity model (dlib's face embeddings, same person below 0.6), are
+recorded in the run folder (``privacy.json``, no file names) and come back as small result
+objects (:class:`~napari_diffslva.audit.gate.GateResult`, :class:`SelfAudit`) that every
+front shows: the CLI prints them, the GUI and the batch runner can show them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .audit.gate import LEAK, OFF, AnchorLeakError, GateResult, anchor_gate
+from .progress import ProgressGenerator
+from .project import RunFolder, settings_key
+
+if TYPE_CHECKING:
+    from .audit.result import IdentityResult
+    from .engine.models import Models
+    from .engine.settings import EngineSettings
+    from .engine.style import StyleReference
+    from .prepare.pipeline import Prepared
+
+
+def _gate_key(prepared: Prepared, engine: EngineSettings, tries: int, style) -> str:
+    control = (prepared.controls or prepared.edges).folder.name  # the control maps' key
+    style_key = style.key if style is not None else None
+    return settings_key(prepared.content_hash, control, engine.result_dict(), tries, style_key)
+
+
+def _advice(engine: EngineSettings, tries: int) -> str:
+    return (
+        "describe a clearly different person in the prompt (--prompt), or raise the "
+        f"strength (--strength, now {engine.strength:g}) so less of the original frame is "
+        f"kept; gate_tries (--gate-tries, now {tries}) is how many seeds are tried"
+    )
+
+
+def gate_engine(
+    prepared: Prepared,
+    models: Models,
+    engine: EngineSettings,
+    tries: int,
+    style_reference: StyleReference | None = None,
+) -> ProgressGenerator[tuple[EngineSettings, GateResult]]:
+    """The engine settings the clip is translated with (the first seed, from
+    ``engine.seed`` on, whose anchor face is not the signer) and the gate's result.
+
+    ``tries=0`` turns the gate off. A result for the same clip, control maps and settings
+    is reused from the run folder, so a resumed run does not translate the anchor again.
+    Raises :class:`~napari_diffslva.audit.gate.AnchorLeakError` when every try leaks.
+    """
+    anchor = prepared.anchor
+    if tries == 0:
+        result = GateResult(OFF, engine.seed, anchor)
+        prepared.run.write_privacy("gate", result.to_dict())
+        return engine, result
+    run, key = prepared.run, _gate_key(prepared, engine, tries, style_reference)
+    cached = run.read_privacy().get("gate", {})
+    if cached.get("key") == key and cached.get("verdict") != LEAK:
+        result = GateResult.from_dict(cached)
+        return replace(engine, seed=result.seed), result
+    from .engine import translate as engine_translate
+    from .prepare.faces import face_landmarks
+
+    original = prepared.reader[anchor]
+    box = prepared.track.box(anchor)
+    landmarks = face_landmarks(original, box) if box is not None else None
+
+    def translate(seed: int) -> np.ndarray:
+        rgb = engine_translate.translate_anchor(
+            prepared, models, replace(engine, seed=seed), style_reference=style_reference
+        )
+        return prepared.geometry.to_source(rgb)
+
+    seeds = [engine.seed + k for k in range(tries)]
+    try:
+        result = yield from anchor_gate(
+            original, box, landmarks, translate, seeds, anchor=anchor, advice=_advice(engine, tries)
+        )
+    except AnchorLeakError as exc:
+        run.write_privacy("gate", {**exc.result.to_dict(), "key": key})
+        raise
+    run.write_privacy("gate", {**result.to_dict(), "key": key})
+    return replace(engine, seed=result.seed), result
+
+
+@dataclass
+class SelfAudit:
+    """The identity audit of a run's own result: does any frame still show the signer?"""
+
+    identity: IdentityResult
+    notes: list[str]
+
+    @property
+    def leaking(self) -> bool:
+        return bool(self.identity.leak_frames)
+
+    def message(self) -> str:
+        idn = self.identity
+        if not idn.measured:
+            return "self-audit: no face of the signer was found in the original, nothing to check"
+        leaks, faces = idn.leak_frames, len(idn.original_face_frames)
+        text = (
+            f"self-audit: {len(leaks)} of {faces} frames with the signer's face still look like "
+            f"the signer (dlib distance below {idn.threshold:g})"
+        )
+        if leaks:
+            text += f": frames {', '.join(map(str, leaks[:20]))}{' ...' if len(leaks) > 20 else ''}"
+        if idn.no_face_frames:
+            text += f"; no face found in {len(idn.no_face_frames)} of them"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "leaking": self.leaking,
+            "leak_frames": [int(t) for t in self.identity.leak_frames],
+            "no_face_frames": [int(t) for t in self.identity.no_face_frames],
+            "summary": self.identity.summary(),
+            "message": self.message(),
+            "notes": list(self.notes),
+        }
+
+
+class _FinishedFrames:
+    """The run folder's finished frames of one stage as a read-only sequence."""
+
+    def __init__(self, run: RunFolder, stage: str, count: int) -> None:
+        self.run, self.stage, self.count = run, stage, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.run.read_frame(self.stage, index)
+
+
+def self_audit(prepared: Prepared, stage: str) -> ProgressGenerator[SelfAudit]:
+    """Audit the identity of the run's finished frames of ``stage`` against the original,
+    on every frame where the original's face is tracked; recorded in the run folder."""
+    from .audit.run import audit_identity
+
+    finished = _FinishedFrames(prepared.run, stage, prepared.info.frames)
+    identity, notes = yield from audit_identity(prepared.reader, finished, prepared.track)
+    audit = SelfAudit(identity, notes)
+    prepared.run.write_privacy("self_audit", audit.to_dict())
+    return audit
