@@ -30,10 +30,13 @@ from .progress import Progress, ProgressGenerator
 from .project import RunFolder, settings_key
 
 if TYPE_CHECKING:
+    from .audit.gate import GateResult
     from .engine.style import StyleReference
+    from .privacy import SelfAudit
 
 FACE_MODULES = ("warp", "reenact", "off")
 FINAL = "final"
+LEAKING_PREFIX = "LEAKING-IDENTITY-"  # the name of a held-back result (fail_on_leak)
 # keys both settings objects have: set once, from the engine side
 _SHARED = ("anchor", "short_side", "offline", "device")
 
@@ -58,9 +61,37 @@ class AnonymizeSettings:
         stage="face",
         nullable=True,
     )
+    gate_tries: int = option(
+        3,
+        "identity gate: seeds tried on the anchor (seed, seed+1, ...) until its new face "
+        "is not the signer, else the run stops; 0: no gate, a recognisable anchor face "
+        "goes on into every frame",
+        kind="int",
+        stage="run",
+        low=0,
+    )
+    self_audit: bool = option(
+        True,
+        "after the run, count the frames that still look like the signer (the audit's "
+        "identity part); off: nothing checks the result and a leak goes unnoticed",
+        kind="bool",
+        stage="run",
+    )
+    fail_on_leak: bool = option(
+        False,
+        "keep a result in which any frame still looks like the signer out of the output "
+        "location: it is written into the run folder as LEAKING-IDENTITY-<name> (exit code 3)",
+        kind="bool",
+        stage="run",
+    )
 
     def __post_init__(self) -> None:
         check(self)
+        if self.fail_on_leak and not self.self_audit:
+            raise SettingsError(
+                "setting fail_on_leak=True needs self_audit=True: only the self-audit can "
+                "tell whether the result leaks"
+            )
         shared = {k: getattr(self.engine, k) for k in _SHARED}
         shared["device"] = "cpu" if shared["device"] in ("auto", "cpu") else shared["device"]
         object.__setattr__(self, "prepare", replace(self.prepare, **shared))
@@ -84,7 +115,7 @@ class AnonymizeSettings:
     def to_flat(self) -> dict[str, Any]:
         flat = {k: v for k, v in asdict(self.prepare).items() if k not in _SHARED}
         flat.update(self.engine.to_dict())
-        flat.update(face_module=self.face_module, face_weights=self.face_weights)
+        flat.update({f.name: getattr(self, f.name) for f, _ in declared(type(self))})
         return flat
 
     @classmethod
@@ -118,6 +149,13 @@ class AnonymizeResult:
     output: Path | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     face: dict[str, Any] = field(default_factory=dict)
+    gate: GateResult | None = None  # the anchor's identity gate
+    audit: SelfAudit | None = None  # the identity audit of the result (None: off)
+    held_back: bool = False  # leaking and kept out of the output location (fail_on_leak)
+
+    @property
+    def leaking(self) -> bool:
+        return self.audit is not None and self.audit.leaking
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -130,6 +168,9 @@ class AnonymizeResult:
         d.update({k: v for k, v in self.stats.items() if k != "frames"})
         d["translated_frames"] = self.stats.get("frames", 0)
         d["face_module"] = self.face
+        d["identity_gate"] = self.gate.to_dict() if self.gate else None
+        d["self_audit"] = self.audit.to_dict() if self.audit else None
+        d["held_back"] = self.held_back
         return d
 
 
@@ -149,13 +190,17 @@ def anonymize_clip(
     """
     from .engine.models import load_models
     from .engine.translate import translate_clip
+    from .privacy import gate_engine, self_audit
 
     settings = settings or AnonymizeSettings()
     prepared: Prepared = yield from prepare_clip(video, run_dir, settings.prepare)
     engine = replace(settings.engine, anchor=prepared.anchor)
     run = prepared.run
-    run.write_settings("anonymize", settings.to_flat())
     models = load_models(engine)
+    engine, gate = yield from gate_engine(
+        prepared, models, engine, settings.gate_tries, style_reference
+    )
+    run.write_settings("anonymize", replace(settings, engine=engine).to_flat())
     to_source = prepared.geometry.to_source
     gen = translate_clip(
         prepared, models, engine, run, resume=resume, style_reference=style_reference
@@ -172,6 +217,9 @@ def anonymize_clip(
     finally:
         gen.close()
     face_report = yield from _final_frames(prepared, engine, settings, resume, style_reference)
+    audit = (yield from self_audit(prepared, FINAL)) if settings.self_audit else None
+    if audit is None:
+        run.write_privacy("self_audit", {"off": True})
     return AnonymizeResult(
         run_dir=run.root,
         frames=prepared.info.frames,
@@ -179,6 +227,8 @@ def anonymize_clip(
         anchor=prepared.anchor,
         stats=run_stats.to_dict(),
         face=face_report,
+        gate=gate,
+        audit=audit,
     )
 
 
@@ -332,10 +382,24 @@ def export_result(
                     )
                 },
                 **source_record(meta),
+                "privacy": _privacy_record(run),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         )
     return out
+
+
+def _privacy_record(run: RunFolder) -> dict[str, Any]:
+    """What the run checked: the anchor's identity gate and the self-audit, with the
+    control signal's face treatment (for the sidecar)."""
+    record = dict(run.read_privacy())
+    gate = record.get("gate")
+    if gate:
+        record["gate"] = {k: v for k, v in gate.items() if k != "key"}
+    prepare = run.read_settings("prepare")
+    record["face_control"] = prepare.get("face_control")
+    record["safe_edges"] = prepare.get("safe_edges")
+    return record
 
 
 def anonymize(
@@ -352,15 +416,25 @@ def anonymize(
     """:func:`anonymize_clip` then :func:`export_result`: the CLI's and batch's one call."""
     from .export import check_output
 
+    settings = settings or AnonymizeSettings()
     out = check_output(output, overwrite=overwrite, protect=[video])
     run_dir = Path(run_dir) if run_dir else default_run_dir(out)
     result = yield from anonymize_clip(
         video, run_dir, settings, resume=resume, style_reference=style_reference
     )
+    if result.leaking and settings.fail_on_leak:  # kept out of the output location
+        result.held_back = True
+        out, side_by_side, overwrite = held_back_path(run_dir, out), None, True
     result.output = yield from export_result(
         run_dir, out, overwrite=overwrite, side_by_side=side_by_side, source=video
     )
     return result
+
+
+def held_back_path(run_dir: str | Path, output: str | Path) -> Path:
+    """Where a result that still shows the signer goes with ``fail_on_leak``: into the
+    run folder, under a name that says so."""
+    return Path(run_dir) / f"{LEAKING_PREFIX}{Path(output).name}"
 
 
 def default_run_dir(output: str | Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..options import add_flags, given_flags
@@ -67,12 +68,22 @@ def run(args: argparse.Namespace) -> int:
     )
     result = drive_with_bar(gen, "anonymize", quiet=args.json)
     d = result.to_dict()
+    code = 3 if result.held_back else 0  # as audit --fail-on-leak
     if args.json:
         print_json(d)
-        return 0
-    print(
-        f"wrote {d['output']}: {d['frames']} frames at {d['rate']} fps (run folder {d['run_dir']})"
-    )
+        return code
+    if result.held_back:
+        print(
+            f"held back: the result still looks like the signer, so it was not written to "
+            f"{args.output} but to {d['output']} (run folder {d['run_dir']})",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"wrote {d['output']}: {d['frames']} frames at {d['rate']} fps "
+            f"(run folder {d['run_dir']})"
+        )
+    _print_privacy(result)
     if "seconds_per_frame" in d:
         print(
             f"  {d['seconds_per_frame']:.2f} s per frame, "
@@ -84,4 +95,20 @@ def run(args: argparse.Namespace) -> int:
             f"  face module left {len(lost)} frames without a tracked face unchanged: "
             f"{', '.join(map(str, lost[:20]))}{' ...' if len(lost) > 20 else ''}"
         )
-    return 0
+    return code
+
+
+def _print_privacy(result) -> None:
+    """The identity gate's and the self-audit's one-line reports."""
+    if result.gate is not None:
+        print(f"  {result.gate.message()}")
+    if result.audit is None:
+        print("  self-audit off: nothing checked whether the result still shows the signer")
+    else:
+        print(f"  {result.audit.message()}")
+        if result.leaking and not result.held_back:
+            print(
+                "  warning: check those frames before sharing the clip "
+                "(--fail-on-leak keeps such a result out of the output location)",
+                file=sys.stderr,
+            )
