@@ -97,6 +97,25 @@ def test_working_size_images_are_lazy_and_laid_over_the_source(prepared):
     assert corr[0] > corr[-4] and corr[0] > corr[4], corr
 
 
+def test_face_sketch_and_control_map_beside_the_edges(prepared):
+    """A linguist sees what the model is told about the face: the sketch, and the final
+    map, on the same grid as the edges."""
+    edges = nl.edges_layer(prepared)
+    for layer, array in ((nl.face_sketch_layer, "sketch"), (nl.control_map_layer, "control")):
+        data, kwargs, kind = layer(prepared)
+        assert kind == "image" and data.shape == edges[0].shape
+        assert np.array_equal(data[2].compute(), prepared.controls.read(2)[array])
+        assert kwargs["scale"] == edges[1]["scale"] and kwargs["translate"] == edges[1]["translate"]
+        assert kwargs["metadata"]["diffslva"]["kind"] == array
+    stored = prepared.controls.read(2)
+    inside = stored["region"] == 255
+    assert stored["sketch"].max() == 255 and inside.any()
+    # the control map is the (safe-quantised) sketch inside the face region: a line from
+    # a third of full strength up (away from the step, where rounding decides)
+    clear = inside & (np.abs(stored["sketch"].astype(int) - 85) > 1)
+    assert np.array_equal(stored["control"][clear] > 0, stored["sketch"][clear] > 85)
+
+
 def test_flow_occlusion_and_vectors(prepared):
     rgb, kwargs, _ = nl.flow_layer(prepared, "prev")
     mm = kwargs["metadata"]["diffslva"]["max_magnitude"]
@@ -169,6 +188,8 @@ def test_prepared_layers_cover_every_result(prepared):
     names = [kw["name"] for _, kw, _ in nl.prepared_layers(prepared, vectors=True)]
     assert names == [
         "edges",
+        "control map",
+        "face sketch",
         "flow (prev)",
         "occlusion (prev)",
         "flow vectors (prev)",

@@ -199,6 +199,30 @@ def edges_layer(prepared, name: str = "edges") -> LayerDataTuple:
     return data, kwargs, "image"
 
 
+def _control_image(prepared, array: str, name: str, colormap: str) -> LayerDataTuple:
+    data = prepared.controls.as_dask(array, prepared.geometry.work_hw, np.uint8)
+    kwargs = {
+        "name": name,
+        "contrast_limits": (0, 255),
+        "colormap": colormap,
+        "blending": "additive",
+        "metadata": _provenance(prepared, array),
+        **work_to_source_transform(prepared.geometry),
+    }
+    return data, kwargs, "image"
+
+
+def face_sketch_layer(prepared, name: str = "face sketch") -> LayerDataTuple:
+    """What ControlNet is told about the face: the template face drawn with the signer's
+    expression and head pose, over the face region (lazy, laid over the source frame)."""
+    return _control_image(prepared, "sketch", name, "cyan")
+
+
+def control_map_layer(prepared, name: str = "control map") -> LayerDataTuple:
+    """The map ControlNet reads: the edges with the face region replaced by the sketch."""
+    return _control_image(prepared, "control", name, "gray")
+
+
 def clip_flow_magnitude(prepared, kind: str = "prev", samples: int = 5) -> float:
     """A clip-wide flow magnitude (pixels) for colour coding: the 99th percentile of a few
     evenly spaced frames, so brightness means the same speed on every frame."""
@@ -326,6 +350,9 @@ def prepared_layers(
     layers: list[LayerDataTuple] = []
     if prepared.edges.complete:
         layers.append(edges_layer(prepared))
+    if prepared.controls is not None and prepared.controls.complete:
+        layers.append(control_map_layer(prepared))
+        layers.append(face_sketch_layer(prepared))
     if prepared.flows.complete:
         layers.append(flow_layer(prepared, flow_kind))
         layers.append(occlusion_layer(prepared, flow_kind))
