@@ -6,12 +6,14 @@ the edges are replaced by a sketch of a template face that carries the signer's
 expression and head pose (:mod:`.face_sketch`); outside it (hands, body, background) the
 edges are kept as they are, since handshapes are the language.
 
-The face region is an ellipse placed with the head (position, scale, roll): an ellipse,
-not the face's outline, so its boundary carries one size per clip and no contour. It is
-as large as it must be to cover, on every tracked frame, the signer's landmarks, the
-forehead up to the hairline, the ears beside the jaw and the sketch itself, then grown by
-the edge detector's support (:data:`SUPPORT_PX`): inside it the control map depends on
-the face track alone. Its edge fades into the edge map over :data:`FEATHER_PX`.
+The face region is an egg placed with the head (position, scale, roll): two half
+ellipses, wide above for the forehead and ears, tighter below around the chin, so the
+body and the hands under the chin keep their edges. Not the face's outline: its boundary
+carries two sizes per clip and no contour. It is as large as it must be to cover, on
+every tracked frame, the signer's landmarks, the forehead up to the hairline, the ears
+beside the jaw and the sketch itself, then grown by the edge detector's support
+(:data:`SUPPORT_PX`): inside it the control map depends on the face track alone. Its
+edge fades into the edge map over :data:`FEATHER_PX`.
 
 Frames without a tracked face, in a clip that has one: the landmarks are interpolated
 between the face frames around them (held at the clip's ends), the region grows with the
@@ -35,8 +37,8 @@ from .face_template import hairline_arc, template_shape
 from .faces import LOST, FaceTrack
 
 FACE_CONTROLS = ("sketch", "edges")
-SKETCH_VERSION = 1  # bump when the sketch or region drawing changes (cache keys)
-# The region ellipse in canonical face coordinates (centre, half axes; face size 1).
+SKETCH_VERSION = 2  # bump when the sketch or region drawing changes (cache keys)
+# The region in canonical face coordinates (face size 1): centre, half width, half height.
 REGION_CENTRE = (0.0, 0.0)
 REGION_AXES = (0.68, 0.87)
 FOREHEAD = 0.55  # the hairline above the brows, in brow-to-chin heights
@@ -59,10 +61,18 @@ def coverage_points(signer: np.ndarray) -> np.ndarray:
     return np.vstack([lm, forehead, ears, ear_tops])
 
 
-def _ellipse_reach(points: np.ndarray) -> float:
-    """How many times the region ellipse must be scaled to hold ``points``."""
-    d = (np.asarray(points) - REGION_CENTRE) / np.asarray(REGION_AXES)
-    return float(np.sqrt((d**2).sum(axis=1)).max())
+def region_reach(points: np.ndarray) -> tuple[float, float]:
+    """``(upper, lower)``: how many times the region's upper half ellipse (width and
+    height) and its lower half's height must be scaled to hold ``points``."""
+    d = (np.asarray(points, np.float64) - REGION_CENTRE) / np.asarray(REGION_AXES)
+    above, below = d[d[:, 1] <= 0], d[d[:, 1] > 0]
+    upper = max(1.0, float(np.hypot(*above.T).max()) if len(above) else 1.0)
+    if len(below):  # the lower half shares the width; it must reach past every point
+        upper = max(upper, 1.01 * float(np.abs(below[:, 0]).max()))
+        lower = float((below[:, 1] / np.sqrt(1 - (below[:, 0] / upper) ** 2)).max())
+    else:
+        lower = 0.0
+    return upper, max(lower, 0.5)
 
 
 def track_digest(track: FaceTrack) -> str:
@@ -88,39 +98,36 @@ class FaceControl:
     def has_face(self) -> bool:
         return self.retargeting is not None
 
-    def _clip_reach(self) -> float:
-        """The region scale of the clip: the largest over its face frames of what the
-        signer's face and the sketch need."""
+    def _clip_reach(self) -> tuple[float, float]:
+        """The region's two scales for the clip: the largest over its face frames of
+        what the signer's face and the sketch need."""
         r = self.retargeting
-        reach = 1.0
+        upper, lower = 1.0, 0.5
         for t in np.flatnonzero(self.track.status != LOST):
             shape = r.canonical(t)
             needed = np.vstack([coverage_points(r.signer_canonical(t)), shape, hairline_arc(shape)])
-            reach = max(reach, _ellipse_reach(needed))
-        return reach
+            up, down = region_reach(needed)
+            upper, lower = max(upper, up), max(lower, down)
+        return upper, lower
 
     def region(self, t: int) -> np.ndarray:
         """float32 ``(H, W)`` weight of the sketch: 1 over the face region, fading out."""
         import cv2
 
         place = self.retargeting.placement(t)
-        grow = 1.0 + min(HELD_GROWTH * self.gap[t], HELD_MAX)
-        centre = place(np.array([REGION_CENTRE]))[0]
-        axes = np.asarray(REGION_AXES) * self.reach * grow * place.scale + SUPPORT_PX
-        shift = 4
+        grow = (1.0 + min(HELD_GROWTH * self.gap[t], HELD_MAX)) * place.scale
+        (upper, lower), (width, height) = self.reach, REGION_AXES
+        shift = 4  # sub-pixel precision of the drawing
+
+        def fixed(values) -> tuple[int, ...]:
+            return tuple(int(round(v * (1 << shift))) for v in values)
+
+        centre = fixed(place(np.array([REGION_CENTRE]))[0])
         inside = np.zeros(self.hw, np.uint8)
-        cv2.ellipse(
-            inside,
-            tuple(int(round(v * (1 << shift))) for v in centre),
-            tuple(int(round(v * (1 << shift))) for v in axes),
-            np.degrees(place.angle),
-            0,
-            360,
-            1,
-            -1,
-            cv2.LINE_8,
-            shift,
-        )
+        for half, start in ((upper, 180), (lower, 0)):  # image y down: 180..360 is above
+            axes = fixed((upper * width * grow + SUPPORT_PX, half * height * grow + SUPPORT_PX))
+            angle = np.degrees(place.angle)
+            cv2.ellipse(inside, centre, axes, angle, start, start + 180, 1, -1, cv2.LINE_8, shift)
         distance = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)
         return np.clip(1.0 - distance / FEATHER_PX, 0.0, 1.0).astype(np.float32)
 
@@ -155,7 +162,7 @@ class FaceControl:
         return {
             "face_control": "sketch",
             "held_frames": [int(t) for t in lost],
-            "region_reach": round(self.reach, 3),
+            "region_reach": [round(v, 3) for v in self.reach],
         }
 
 
