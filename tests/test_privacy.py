@@ -66,7 +66,7 @@ def test_translate_anchor_gives_the_clips_anchor_frame(tiny, clip, tmp_path):
 
 def test_tiny_models_give_no_face_and_the_run_goes_on(tiny, clip, tmp_path, capsys):
     out = tmp_path / "anon.mp4"
-    assert _cli(tiny, clip, out) == 0
+    assert _cli(tiny, clip, out, "--short-side", "64") == 0
     printed = capsys.readouterr().out
     assert "no face found in the new anchor, the run goes on" in printed
     assert "self-audit: 0 of 6 frames with the signer's face still look like" in printed
@@ -166,6 +166,7 @@ def test_a_leaking_result_is_held_back_with_fail_on_leak(tiny, clip, tmp_path, m
 def test_self_audit_off_says_what_is_lost(tiny, clip, tmp_path, capsys):
     with pytest.raises(SettingsError, match="fail_on_leak=True needs self_audit=True"):
         AnonymizeSettings.from_flat({"self_audit": False, "fail_on_leak": True})
-    assert _cli(tiny, clip, tmp_path / "anon.mp4", "--no-self-audit", "--gate-tries", "0") == 0
+    off = ("--no-self-audit", "--gate-tries", "0", "--short-side", "64")
+    assert _cli(tiny, clip, tmp_path / "anon.mp4", *off) == 0
     printed = capsys.readouterr().out
     assert "self-audit off" in printed and "identity gate off" in printed
