@@ -20,8 +20,6 @@ output through this module:
   region, never the original pixels.
 
 Points are (x, y) pixels; frames are uint8 RGB.
-
-Points are (x, y) pixels; frames are uint8 RGB.
 """
 
 from __future__ import annotations
