@@ -30,13 +30,6 @@ if TYPE_CHECKING:
 StateCache = dict[tuple[int, str], "torch.Tensor"]  # (step, layer name) -> states (B, N, C)
 
 
-def cache_bytes(cache: StateCache | None) -> int:
-    """Size of a state cache in bytes."""
-    if not cache:
-        return 0
-    return sum(t.numel() * t.element_size() for t in cache.values())
-
-
 @dataclass
 class CrossFrameController:
     """Caches and switches shared by all cross-frame processors of one UNet."""
@@ -59,12 +52,6 @@ class CrossFrameController:
         anchor = self.anchor.get(key, own)
         previous = self.previous.get(key, own)
         return torch.cat([anchor, previous], dim=1)
-
-    def nbytes(self) -> int:
-        """Bytes held by all caches (the anchor's and the previous cache may share tensors)."""
-        caches = (self.anchor, self.previous, self.recording or {})
-        unique = {id(t): t for cache in caches for t in cache.values()}
-        return sum(t.numel() * t.element_size() for t in unique.values())
 
 
 class CrossFrameAttnProcessor:

@@ -260,14 +260,11 @@ class Prepared:
 
 
 def choose_anchor(track, frames: int) -> int:
-    """The middle frame, moved to the nearest frame where the face was really detected."""
-    from .faces import DETECTED, EDITED
+    """Near the middle, the frame with the most frontal, unoccluded face (see
+    :mod:`.anchors`; the user's anchor, when given, is used instead)."""
+    from .anchors import choose_anchor as best_face_near_middle
 
-    middle = frames // 2
-    good = np.flatnonzero(np.isin(track.status, (DETECTED, EDITED)))
-    if good.size == 0:
-        return middle
-    return int(good[np.argmin(np.abs(good - middle))])
+    return best_face_near_middle(track, frames)
 
 
 def _face_key(info: VideoInfo, s: PrepareSettings) -> str:
