@@ -10,6 +10,7 @@ exactly what it costs without one. Loaded models are cached with the LoRA in the
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,9 @@ def parse_lora(text: str) -> tuple[str, float]:
     text = text.strip()
     source, scale = text, 1.0
     head, sep, tail = text.rpartition(":")
-    if sep and head:
-        try:
-            scale = float(tail)
-            source = head
-        except ValueError:
-            pass
+    if sep:
+        with contextlib.suppress(ValueError):  # no number after the colon: part of the path
+            source, scale = head, float(tail)
     if not source:
         raise SettingsError(f"setting lora={text!r}: use PATH[:scale], e.g. lcm-lora.safetensors:1")
     return source, scale
