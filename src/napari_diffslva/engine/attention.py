@@ -40,6 +40,13 @@ class CrossFrameController:
     reading: bool = False  # attend to anchor + previous instead of self
     step: int = -1
 
+    def __post_init__(self) -> None:
+        import torch
+
+        # The cache lookup keys on the step: kept out of torch.compile's graphs, which would
+        # otherwise be recompiled for every step (the rest of the processor compiles).
+        self.states_for = torch.compiler.disable(self.states_for)
+
     def states_for(self, layer: str, own: torch.Tensor) -> torch.Tensor | None:
         """Record ``own`` if asked; return the K/V source states, or None for stock."""
         key = (self.step, layer)

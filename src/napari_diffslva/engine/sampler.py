@@ -358,6 +358,7 @@ class FrameSampler:
 
         m = self.models
         x_in = torch.cat([x, x]) if self.cfg else x
+        t = torch.tensor(t, dtype=torch.long, device=m.device)  # a tensor: no recompiles
         _sync(m.device)
         started = time.perf_counter()
         down, mid = m.controlnet(
