@@ -216,3 +216,16 @@ def test_compiled_models_give_the_same_frames(tiny, real_clip):
         controlnet=torch.compile(models.controlnet, backend="eager"),
     )
     assert np.array_equal(second_frame(models), second_frame(compiled))
+
+
+def test_missing_default_vae_falls_back_with_a_warning(tiny):
+    """As Rerender-A-Video: without the ft-mse VAE on this computer (offline here) the
+    model's own VAE is used and a warning says so; the run key records it."""
+    from napari_diffslva.engine.models import load_models
+    from napari_diffslva.engine.settings import DEFAULT_VAE
+
+    settings = tiny.replace(vae=DEFAULT_VAE)
+    with pytest.warns(UserWarning, match="own VAE"):
+        models = load_models(settings)
+    assert models.vae_source is None
+    assert models.vae.config.scaling_factor == 1.0  # the tiny model's own box-filter VAE

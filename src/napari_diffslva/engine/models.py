@@ -13,12 +13,13 @@ everything that changes them, so a batch worker loads them once.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SettingsError, WeightsError
-from .settings import EngineSettings
+from .settings import DEFAULT_VAE, EngineSettings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,6 +92,7 @@ class Models:
     device: torch.device  # where inputs go (the accelerator even with CPU offload)
     dtype: torch.dtype
     pipeline: Any = None  # only kept when CPU offload hooks live on it
+    vae_source: str | None = None  # the VAE loaded in place of the model's own, if any
 
     @property
     def vae_scale_factor(self) -> int:
@@ -139,8 +141,7 @@ def _load(settings: EngineSettings, device: torch.device, dtype: torch.dtype) ->
     except OSError as exc:
         raise _missing(settings.model, "model", exc) from exc
     parts["controlnet"] = _load_part(settings.controlnet, "ControlNet", dtype, common)
-    if settings.vae is not None:
-        parts["vae"] = _load_part(settings.vae, "VAE", dtype, common)
+    vae_source = _load_vae(settings, parts, dtype, common)
     scheduler = DDIMScheduler.from_config(base.config, clip_sample=False, set_alpha_to_one=False)
     for name in ("text_encoder", "vae", "unet", "controlnet"):
         parts[name].eval().requires_grad_(False)
@@ -150,7 +151,7 @@ def _load(settings: EngineSettings, device: torch.device, dtype: torch.dtype) ->
         sd_parts = {k: v for k, v in parts.items() if k != "controlnet"}
         fuse_lora({**sd_parts, "scheduler": scheduler}, settings.lora, offline=_offline(settings))
     # diffusers uses torch's scaled-dot-product attention (AttnProcessor2_0) by default.
-    models = Models(scheduler=scheduler, device=device, dtype=dtype, **parts)
+    models = Models(scheduler=scheduler, device=device, dtype=dtype, vae_source=vae_source, **parts)
     if settings.cpu_offload:
         _offload(models)
     else:
@@ -183,6 +184,28 @@ def _load_sd_parts(model: str, dtype: torch.dtype, common: dict[str, Any]) -> di
             model, subfolder="unet", torch_dtype=dtype, **common
         ),
     }
+
+
+def _load_vae(
+    settings: EngineSettings, parts: dict[str, Any], dtype: torch.dtype, common: dict[str, Any]
+) -> str | None:
+    """Put the ``vae`` setting's VAE into ``parts``. The default (Rerender-A-Video's ft-mse
+    fine-tune) falls back to the model's own with a warning when it is not on this computer,
+    as Rerender does; any other VAE that is missing is an error."""
+    if settings.vae is None:
+        return None
+    try:
+        parts["vae"] = _load_part(settings.vae, "VAE", dtype, common)
+    except WeightsError as exc:
+        if settings.vae != DEFAULT_VAE:
+            raise
+        warnings.warn(
+            f"{exc}; using the model's own VAE, which Rerender-A-Video warns degrades "
+            "quality (set vae to a folder, or null to silence this)",
+            stacklevel=3,
+        )
+        return None
+    return settings.vae
 
 
 def _load_part(name: str, what: str, dtype: torch.dtype, common: dict[str, Any]) -> Any:
