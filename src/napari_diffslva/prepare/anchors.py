@@ -35,8 +35,37 @@ def face_score(track: Any, i: int) -> float:
 
 
 def hands_in_view(frame: np.ndarray, landmarks: np.ndarray) -> int:
-    """Skin-coloured regions of at least a sixth of the face's size outside the face: the
-    hands in view (0, 1 or 2). ``landmarks`` (68, 2) are in ``frame``'s pixels."""
+    """Hands in view (0, 1 or 2): skin-coloured regions at least a sixth of the face's
+    size that touch neither the face (so not the neck or a hand on the face) nor the
+    frame's border (a skin-toned wall does). ``landmarks`` (68, 2) are in ``frame``'s
+    pixels."""
+    import cv2
+
+    x0, y0 = landmarks.min(0)
+    x1, y1 = landmarks.max(0)
+    fw, fh = x1 - x0, y1 - y0
+    skin = _skin_like_cheeks(frame, landmarks).astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    skin = cv2.morphologyEx(skin, cv2.MORPH_OPEN, kernel)  # noise and dithering
+    skin = cv2.morphologyEx(skin, cv2.MORPH_CLOSE, kernel)
+    face = np.zeros_like(skin)
+    box = [int(v) for v in (x0 - 0.15 * fw, y0 - 0.5 * fh, x1 + 0.15 * fw, y1 + 0.1 * fh)]
+    face[max(box[1], 0) : max(box[3], 0), max(box[0], 0) : max(box[2], 0)] = 1
+    skin[face > 0] = 0
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(skin)
+    near_face = np.unique(labels[cv2.dilate(face, np.ones((7, 7), np.uint8)) > 0])
+    h, w = frame.shape[:2]
+    hands = 0
+    for k in range(1, count):
+        left, top, width, height, area = stats[k]
+        on_border = left == 0 or top == 0 or left + width >= w or top + height >= h
+        if area >= MIN_HAND_AREA * fw * fh and not on_border and k not in near_face:
+            hands += 1
+    return min(hands, 2)
+
+
+def _skin_like_cheeks(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Pixels whose chroma (YCrCb) is within 2.5 spreads of the signer's cheeks'."""
     import cv2
 
     ycrcb = cv2.cvtColor(frame, cv2.COLOR_RGB2YCrCb).astype(np.float32)
@@ -45,29 +74,18 @@ def hands_in_view(frame: np.ndarray, landmarks: np.ndarray) -> int:
     cv2.fillConvexPoly(cheeks, hull, 1)
     samples = ycrcb[cheeks > 0][:, 1:]
     if len(samples) < 10:
-        return 0
+        return np.zeros(frame.shape[:2], bool)
     mean, spread = samples.mean(0), samples.std(0) + 2.0
-    distance = np.abs((ycrcb[..., 1:] - mean) / spread).max(-1)
-    skin = (distance < 2.5).astype(np.uint8)
-    x0, y0 = landmarks.min(0)
-    x1, y1 = landmarks.max(0)
-    grow = 0.35 * (x1 - x0)
-    face = (int(x0 - grow), int(y0 - 2 * grow), int(x1 + grow), int(y1 + grow))
-    skin[max(face[1], 0) : max(face[3], 0), max(face[0], 0) : max(face[2], 0)] = 0
-    skin = cv2.morphologyEx(skin, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    count, _, stats, _ = cv2.connectedComponentsWithStats(skin)
-    big = stats[1:, cv2.CC_STAT_AREA] >= MIN_HAND_AREA * (x1 - x0) * (y1 - y0)
-    return int(min(big.sum(), 2))
+    return np.abs((ycrcb[..., 1:] - mean) / spread).max(-1) < 2.5
 
 
-def anchor_score(track: Any, i: int, frame: np.ndarray | None = None, scale_xy=(1.0, 1.0)):
+def anchor_score(track: Any, i: int, frame: np.ndarray | None = None) -> float:
     """Face score times a hands factor (1/3, 2/3, 1 for 0, 1, 2 hands in view); the face
-    alone without ``frame``. ``scale_xy``: frame pixels per track (source) pixel."""
+    alone without ``frame`` (the source frame: the track's pixels)."""
     face = face_score(track, i)
     if face == 0.0 or frame is None:
         return face
-    landmarks = track.landmarks[i] * np.asarray(scale_xy, np.float32)
-    return face * (1 + hands_in_view(frame, landmarks)) / 3
+    return face * (1 + hands_in_view(frame, track.landmarks[i])) / 3
 
 
 def choose_anchor(track: Any, frames: int, reach: float = 0.125) -> int:
@@ -86,10 +104,9 @@ def choose_anchor(track: Any, frames: int, reach: float = 0.125) -> int:
 
 
 def scorer(inputs: Any) -> Callable[[int], float] | None:
-    """Anchor scores of a prepared clip's frames (at working size), or None for inputs
-    without a face track."""
-    track, geometry = getattr(inputs, "track", None), getattr(inputs, "geometry", None)
-    if track is None or geometry is None:
+    """Anchor scores of a prepared clip's frames (its face track and source frames), or
+    None for inputs without a face track."""
+    track, reader = getattr(inputs, "track", None), getattr(inputs, "reader", None)
+    if track is None or reader is None:
         return None
-    scale_y, scale_x = geometry.scale_yx
-    return lambda i: anchor_score(track, i, inputs.frame(i), (scale_x, scale_y))
+    return lambda i: anchor_score(track, i, reader[i])
