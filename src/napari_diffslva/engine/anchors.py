@@ -65,8 +65,10 @@ def plan_clip(
     part = num_frames / count
     middles = [int((k + 0.5) * part) for k in range(count)]
     own = min(range(count), key=lambda k: abs(middles[k] - first))
-    others = [_best_near(middles[k], int(part / 4), num_frames, score) for k in range(count)]
-    anchors = sorted({first, *(a for k, a in enumerate(others) if k != own)})
+    others = [
+        _best_near(middles[k], int(part / 4), num_frames, score) for k in range(count) if k != own
+    ]
+    anchors = sorted({first, *others})
     bounds = [0, *((a + b + 1) // 2 for a, b in zip(anchors, anchors[1:], strict=False))]
     segments = tuple(zip(bounds, [*bounds[1:], num_frames], strict=True))
     order = [first, *(a for a in anchors if a != first)]

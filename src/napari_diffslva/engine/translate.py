@@ -135,11 +135,15 @@ def run_key(
     settings: EngineSettings,
     style_reference: StyleReference | None = None,
     models: Models | None = None,
+    anchors: tuple[int, ...] = (),
 ) -> str:
     """The settings key of a clip's translated frames in the run folder (a style reference
-    is part of it: another reference gives other frames; so is the VAE really loaded when
-    the default one was not available)."""
+    is part of it: another reference gives other frames; so are a long clip's anchors,
+    which follow the face track, and the VAE really loaded when the default one was not
+    available)."""
     parts = [inputs.content_hash, settings.result_dict()]
+    if len(anchors) > 1:
+        parts.append({"anchors": list(anchors)})
     if style_reference is not None:
         parts.append(style_reference.key)
     if models is not None and models.vae_source != settings.vae:
@@ -286,7 +290,7 @@ class _ClipRun:
     ) -> None:
         self.inputs, self.models, self.settings, self.run = inputs, models, settings, run
         self.plan = clip_plan(inputs, settings)
-        self.key = run_key(inputs, settings, style_reference, models)
+        self.key = run_key(inputs, settings, style_reference, models, self.plan.anchors)
         self.style_reference = style_reference
         self.style = _style_targets(style_reference, settings, models)
         self.hw = inputs.frame(self.plan.anchors[0]).shape[:2]
