@@ -229,3 +229,19 @@ def test_missing_default_vae_falls_back_with_a_warning(tiny):
         models = load_models(settings)
     assert models.vae_source is None
     assert models.vae.config.scaling_factor == 1.0  # the tiny model's own box-filter VAE
+
+
+def test_dtype_and_offload_switches(tiny):
+    """fp16 / bf16 on a GPU (auto: fp16), fp32 only on the CPU; CPU offload needs a GPU:
+    both refused here, naming the setting."""
+    from napari_diffslva.engine.models import load_models, resolve_dtype
+
+    gpu = torch.device("cuda")
+    assert resolve_dtype("auto", gpu) == torch.float16
+    assert resolve_dtype("bf16", gpu) == torch.bfloat16
+    assert resolve_dtype("fp16", gpu) == torch.float16
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    with pytest.raises(SettingsError, match="dtype='bf16'"):
+        resolve_dtype("bf16", torch.device("cpu"))
+    with pytest.raises(SettingsError, match="cpu_offload"):
+        load_models(tiny.replace(cpu_offload=True))
