@@ -19,6 +19,7 @@ SUBCOMMANDS = [
     "probe",
     "export",
     "prepare",
+    "edges",
     "anonymize",
     "selftest",
     "audit",
