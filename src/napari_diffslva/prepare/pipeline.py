@@ -155,7 +155,7 @@ class Prepared:
     track: Any  # FaceTrack
     edges: FrameStore
     flows: FrameStore
-    edge_model: str = "soft"  # EdgeModel.identity of the cached edges
+    edge_model: str  # EdgeModel.identity of the cached edges ("hed-bsds500", "soft", ...)
     seconds_per_frame: dict[str, float] = field(default_factory=dict)
 
     @cached_property
