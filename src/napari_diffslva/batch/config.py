@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -34,34 +33,21 @@ def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict
     return {k: v for k, v in base.items() if v is not None}, clips
 
 
-def _setting_types() -> dict[str, str]:
-    """Setting name -> its annotation (text), for typing CSV cells."""
-    from ..engine.settings import EngineSettings
-    from ..prepare.pipeline import PrepareSettings
-
-    types = {f.name: str(f.type) for f in (*fields(PrepareSettings), *fields(EngineSettings))}
-    types.update(face_module="str", face_weights="str | None")
-    return types
-
-
 def _parse_cell(column: str, text: str, where: str) -> Any:
-    """A CSV cell as the setting's type: strings stay text, anything else is JSON."""
-    kind = _setting_types().get(column)
-    if kind is None:
+    """A CSV cell read as its setting's declared kind (as a flag's text would be)."""
+    from ..options import find_spec, parse_text
+    from ..pipeline import SETTINGS_CLASSES
+
+    declaration = find_spec(SETTINGS_CLASSES, column)
+    if declaration is None:
         raise SettingsError(
             f"{where}: unknown setting column {column!r} "
-            "(see `napari-diffslva anonymize --help` for the valid names)"
+            "(see docs/settings.md or `napari-diffslva anonymize --help` for the valid names)"
         )
-    if kind.startswith("str"):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return text
-        return value if isinstance(value, list) else text
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise SettingsError(f"{where}: column {column}: {text!r} is not a valid value") from exc
+        return parse_text(column, text, declaration)
+    except SettingsError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
 
 
 def read_groups_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SettingsError
 from ..progress import Progress, ProgressGenerator
+from ..project import check_writable
 from .job import anonymize_job, base_record, one_line
 from .manifest import BatchManifest, status_counts
 from .plan import BatchPlan, ClipJob
@@ -89,7 +90,7 @@ def run_batch(
     retried ``retries`` times; tasks of a lost worker are rescheduled by dask (up to
     ``distributed.scheduler.allowed-failures`` times).
     """
-    plan.outdir.mkdir(parents=True, exist_ok=True)
+    check_writable(plan.outdir)
     started = time.perf_counter()
     manifest = BatchManifest(plan.manifest_path)
     records = _skip_finished(plan, manifest)
