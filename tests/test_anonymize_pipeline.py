@@ -70,8 +70,8 @@ def test_anonymize_cli_json_sidecar_and_side_by_side(tiny, short_clip, tmp_path,
 @pytest.mark.parametrize("name", sorted(REAL_CLIPS))
 def test_every_real_clip_keeps_frames_rate_and_size(tiny, real_clip, tmp_path, name):
     src = real_clip(name)
-    settings = AnonymizeSettings.from_flat(  # soft edges: about frames and timing, not HED
-        {**tiny, "steps": 2, "strength": 0.5, "face_module": "off", "edges": "soft"}
+    settings = AnonymizeSettings.from_flat(
+        {**tiny, "steps": 2, "strength": 0.5, "face_module": "off"}
     )
     result = run_to_end(anonymize(src, tmp_path / "out.mp4", settings=settings))
     a, b = probe(src), probe(result.output)
