@@ -62,7 +62,6 @@ class AnonymizeSettings:
     def __post_init__(self) -> None:
         check(self)
         shared = {k: getattr(self.engine, k) for k in _SHARED}
-        shared["device"] = "cpu" if shared["device"] in ("auto", "cpu") else shared["device"]
         object.__setattr__(self, "prepare", replace(self.prepare, **shared))
 
     @classmethod
@@ -332,6 +331,7 @@ def export_result(
                     )
                 },
                 **source_record(meta),
+                "edge_model": meta.get("edge_model"),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         )
