@@ -1,8 +1,10 @@
-"""Engine figures: speed, evaluations, memory against clip length, flicker, cache sizes.
+"""Engine figures: evaluations per preset, speed, memory and run-folder size against clip
+length, flicker, attention-state sizes.
 
     .venv/bin/python bench/engine.py                 # tiny models, a few minutes on 2 cores
     .venv/bin/python bench/engine.py --real-size     # + SD1.5-size UNet/ControlNet at 256x256
     .venv/bin/python bench/engine.py --flicker-only  # only the flicker ablation (minutes)
+    .venv/bin/python bench/engine.py --evals-only    # only evaluations per frame per preset
 
 Tiny random-weight models (see engine/tiny.py) measure the engine's own overhead, not the
 quality of a translation. Results go to stdout as JSON lines; docs/performance.md quotes them.
@@ -43,6 +45,8 @@ def clip(n: int, hw=(128, 128), name="asl_house.gif"):
 
 
 def run_tiny(n: int, folder: Path, **overrides) -> dict:
+    """Translate ``n`` frames into a temporary run folder; the folder's size after every
+    frame (frames, manifest, attention-state checkpoints) comes with the stats."""
     from napari_diffslva.engine.models import load_models
     from napari_diffslva.engine.tiny import tiny_settings
     from napari_diffslva.engine.translate import translate_clip
@@ -51,12 +55,57 @@ def run_tiny(n: int, folder: Path, **overrides) -> dict:
 
     settings = tiny_settings(folder / "tiny", **overrides)
     models = load_models(settings)
+    sizes = []
     with tempfile.TemporaryDirectory() as tmp:
         run = RunFolder(tmp)
-        stats = run_to_end(translate_clip(clip(n), models, settings, run))
-        state = sorted((run.root / "state").rglob("*.safetensors"))
-        state_bytes = state[-1].stat().st_size if state else 0
-    return {"frames": n, **stats.to_dict(), "state_file_bytes": state_bytes}
+
+        def measure(event) -> None:
+            files = [p for p in run.root.rglob("*") if p.is_file()]
+            state = [p for p in files if p.suffix == ".safetensors"]
+            sizes.append(
+                (sum(p.stat().st_size for p in files), sum(p.stat().st_size for p in state))
+            )
+
+        stats = run_to_end(translate_clip(clip(n), models, settings, run), measure)
+    return {
+        "frames": n,
+        **stats.to_dict(),
+        "run_folder_bytes_per_frame": [total for total, _ in sizes],
+        "state_bytes_per_frame": [state for _, state in sizes],
+    }
+
+
+PRESETS = (  # label, settings (tiny models stand in: evaluations do not depend on weights)
+    ("rerender (default: ddim 20 steps, CFG 7.5)", {}),
+    ("rerender, fusion off", {"fusion": False}),
+    ("lcm (6 steps, no CFG)", {"preset": "lcm", "sampler": "lcm", "steps": 6, "guidance": 1.0}),
+    ("lcm 4 steps", {"preset": "lcm", "sampler": "lcm", "steps": 4, "guidance": 1.0}),
+    ("tcd (6 steps, no CFG)", {"preset": "tcd", "sampler": "tcd", "steps": 6, "guidance": 1.0}),
+    (
+        "hyper (ddim-trailing 8 steps, no CFG)",
+        {"preset": "hyper", "sampler": "ddim-trailing", "steps": 8, "guidance": 1.0},
+    ),
+)
+
+
+def evaluations(folder: Path, frames: int = 5) -> list[dict]:
+    """UNet and ControlNet evaluations per frame (batch elements: CFG counts 2) of each
+    preset, for a non-anchor frame and averaged over a clip with its anchor."""
+    rows = []
+    for label, overrides in PRESETS:
+        one = run_tiny(1, folder, anchor=0, **overrides)["unet_evals_per_frame"]
+        clip_stats = run_tiny(frames, folder, anchor=0, **overrides)
+        per_clip = clip_stats["unet_evals_per_frame"]
+        rows.append(
+            {
+                "preset": label,
+                "anchor": one,
+                "frame": (per_clip * frames - one) / (frames - 1),
+                f"average_{frames}_frames": per_clip,
+                "controlnet_equal": clip_stats["controlnet_evals_per_frame"] == per_clip,
+            }
+        )
+    return rows
 
 
 class _ZeroFlow:
@@ -120,8 +169,15 @@ def flicker_table(folder: Path) -> list[dict]:
             ("toy_off", toy, inputs, BOTH_OFF),
             ("toy_attention_only", toy, inputs, {"fusion": False}),
             ("toy_fusion_only", toy, inputs, {"cross_frame_attention": False}),
+            (
+                "toy_fusion_only_model_noise",
+                toy,
+                inputs,
+                {"cross_frame_attention": False, "stage2_noise": "model"},
+            ),
             ("toy_on", toy, inputs, {}),
-            ("toy_on_fresh_noise", toy, inputs, {"stage2_noise": "fresh"}),
+            ("toy_on_model_noise", toy, inputs, {"stage2_noise": "model"}),
+            ("toy_on_no_smooth_boundary", toy, inputs, {"smooth_boundary": False}),
             ("toy_on_zero_flow", toy, _ZeroFlow(inputs, keep_occlusion=True), {}),
             ("toy_on_zero_flow_no_occlusion", toy, _ZeroFlow(inputs, keep_occlusion=False), {}),
             ("random_unet_off", random_models, inputs, BOTH_OFF),
@@ -133,17 +189,21 @@ def flicker_table(folder: Path) -> list[dict]:
     return rows
 
 
-def sd15_cache_bytes(hw=(512, 512), steps=20, strength=0.75, bytes_per=2) -> dict:
+def sd15_cache_bytes(hw=(512, 512), steps=20, strength=0.75, bytes_per=2, every=10) -> dict:
     """Size of one frame's cross-frame state for SD1.5 ("up" layers, CFG batch 2), computed
-    from the architecture: 3 layers each at 1280 ch (h/32), 640 (h/16), 320 (h/8)."""
+    from the architecture: 3 layers each at 1280 ch (h/32), 640 (h/16), 320 (h/8); and what
+    a resume checkpoint every ``every`` frames writes per frame on average."""
     h, w = hw
     per_call = sum(3 * c * (h // f) * (w // f) for c, f in ((1280, 32), (640, 16), (320, 8)))
     computed = steps - int(steps * (1 - strength))
+    state = per_call * 2 * computed * bytes_per / 1e6
     return {
         "per_unet_call_fp32_batch1_mb": per_call * 4 / 1e6,
-        "per_frame_state_mb": per_call * 2 * computed * bytes_per / 1e6,
+        "per_frame_state_mb": state,
         "computed_steps": computed,
         "dtype_bytes": bytes_per,
+        "state_every": every,
+        "written_per_frame_mb": state / every,
     }
 
 
@@ -197,6 +257,7 @@ def main() -> None:
         action="store_true",
         help="only the flicker ablation on real clips (2-4 minutes)",
     )
+    parser.add_argument("--evals-only", action="store_true", help="only evaluations per preset")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
@@ -207,47 +268,39 @@ def main() -> None:
     if args.memory_child:
         print(json.dumps(run_tiny(args.memory_child, Path(args.folder))))
         return
-    if args.flicker_only:
-        with tempfile.TemporaryDirectory() as tmp:
-            for row in flicker_table(Path(tmp)):
-                print(json.dumps({"flicker": row}), flush=True)
-        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        print(json.dumps({"speed_tiny_128x128": run_tiny(args.frames, folder)}), flush=True)
-        for n in (4, 16, 32):  # each in a fresh process: max RSS is per process
-            out = (
-                subprocess.run(
-                    [sys.executable, __file__, "--memory-child", str(n), "--folder", str(folder)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            row = json.loads(out)
-            print(
-                json.dumps(
-                    {
-                        "memory_vs_length": {
-                            k: row[k]
-                            for k in (
-                                "frames",
-                                "peak_memory_mb",
-                                "seconds_per_frame",
-                                "cache_bytes",
-                            )
-                        }
-                    }
-                ),
-                flush=True,
-            )
+        if not args.flicker_only:
+            for row in evaluations(folder):
+                print(json.dumps({"evaluations": row}), flush=True)
+        if args.evals_only:
+            return
+        if not args.flicker_only:
+            speed_and_memory(folder, args.frames)
         for row in flicker_table(folder):
             print(json.dumps({"flicker": row}), flush=True)
     print(json.dumps({"sd15_state_512": sd15_cache_bytes()}), flush=True)
     if args.real_size:
         print(json.dumps({"real_size_step": real_size()}), flush=True)
+
+
+def speed_and_memory(folder: Path, frames: int) -> None:
+    """Speed, peak memory and run-folder size per frame against clip length."""
+    row = run_tiny(frames, folder, state_every=3)
+    print(json.dumps({"speed_tiny_128x128": row}), flush=True)
+    for n in (4, 16, 32):  # each in a fresh process: max RSS is per process
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(n), "--folder", str(folder)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        keep = ("frames", "peak_memory_mb", "seconds_per_frame")
+        summary = {k: row[k] for k in keep}
+        summary["largest_run_folder_mb"] = max(row["run_folder_bytes_per_frame"]) / 1e6
+        summary["largest_state_mb"] = max(row["state_bytes_per_frame"]) / 1e6
+        print(json.dumps({"memory_vs_length": summary}), flush=True)
 
 
 if __name__ == "__main__":

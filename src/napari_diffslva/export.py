@@ -26,10 +26,12 @@ import numpy as np
 
 from .errors import VideoError
 from .progress import Progress, ProgressGenerator, run_to_end
-from .project import default_permissions
+from .project import check_writable, default_permissions
 from .video import VideoInfo, VideoTiming, source_notes, stand_ins
 
 OUTPUT_SUFFIXES = (".mp4", ".mov")
+CRF_RANGE = (0, 51)  # x264's quality scale for 8-bit video: 0 lossless, 51 worst
+ODD_SIZES = ("yuv444", "pad")
 
 
 def source_record(run_meta: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +76,20 @@ def check_output(
         raise VideoError(f"{out}: already exists; pass --overwrite (or overwrite=True) to replace")
     if not out.parent.exists():
         raise VideoError(f"{out.parent}: output folder does not exist")
+    check_writable(out.parent)
     return out
+
+
+def check_encoding(crf: int, odd_size: str = "yuv444") -> None:
+    """Validate encoder settings before any work (x264 would fail only when opened)."""
+    lo, hi = CRF_RANGE
+    if isinstance(crf, bool) or not isinstance(crf, int) or not lo <= crf <= hi:
+        raise VideoError(
+            f"crf {crf!r}: use an integer from {lo} (lossless) to {hi} (lowest quality); 18 "
+            "is visually lossless"
+        )
+    if odd_size not in ODD_SIZES:
+        raise VideoError(f"odd_size must be one of {', '.join(ODD_SIZES)}, not {odd_size!r}")
 
 
 def export_frames(
@@ -90,9 +105,8 @@ def export_frames(
     metadata: dict[str, str] | None = None,
 ) -> ProgressGenerator[Path]:
     """Encode ``frames`` (uint8 RGB, all one size) to ``path``; yields progress per frame."""
+    check_encoding(crf, odd_size)
     out = check_output(path, overwrite=overwrite, protect=protect)
-    if odd_size not in ("yuv444", "pad"):
-        raise VideoError(f"odd_size must be 'yuv444' or 'pad', not {odd_size!r}")
     fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix=out.suffix, dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)

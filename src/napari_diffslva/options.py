@@ -84,6 +84,16 @@ def spec(cls: type, name: str) -> Spec:
     raise KeyError(name)
 
 
+def find_spec(classes: Iterable[type], name: str) -> Spec | None:
+    """The declaration of ``name`` in the first of ``classes`` that declares it."""
+    for cls in classes:
+        try:
+            return spec(cls, name)
+        except KeyError:
+            continue
+    return None
+
+
 def declared(cls: type) -> Iterator[tuple[Field, Spec]]:
     """The fields of ``cls`` declared with :func:`option`, in order."""
     for f in fields(cls):

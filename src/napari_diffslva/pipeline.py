@@ -93,7 +93,6 @@ class AnonymizeSettings:
                 "tell whether the result leaks"
             )
         shared = {k: getattr(self.engine, k) for k in _SHARED}
-        shared["device"] = "cpu" if shared["device"] in ("auto", "cpu") else shared["device"]
         object.__setattr__(self, "prepare", replace(self.prepare, **shared))
 
     @classmethod
@@ -382,6 +381,7 @@ def export_result(
                     )
                 },
                 **source_record(meta),
+                "edge_model": meta.get("edge_model"),
                 "privacy": _privacy_record(run),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },

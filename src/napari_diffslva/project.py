@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DiffslvaError
+from .errors import DiffslvaError, WriteError
 
 
 def settings_key(*parts: Any) -> str:
@@ -54,17 +54,41 @@ def default_permissions(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
+def unwritable(folder: str | os.PathLike, exc: OSError) -> WriteError:
+    """The one-line error for a folder that refused a write."""
+    return WriteError(
+        f"{folder}: cannot write here ({exc.strerror or exc}); choose a folder you can write to"
+    )
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create (if missing) and probe ``folder`` with a hidden temp file, so a read-only or
+    forbidden folder fails before any work starts (as root, only a read-only disk does)."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=folder)
+    except OSError as exc:
+        raise unwritable(folder, exc) from exc
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+    except OSError as exc:
+        raise unwritable(path.parent, exc) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         default_permissions(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a vanished folder
+            raise unwritable(path.parent, exc) from exc
         raise
 
 
@@ -88,10 +112,14 @@ class RunFolder:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        self._writable = False
 
     # -- whole-run metadata ---------------------------------------------------------------
     def ensure(self) -> RunFolder:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Create the folder; a folder that cannot be written fails here, before any work."""
+        if not self._writable:
+            check_writable(self.root)
+            self._writable = True
         return self
 
     @property

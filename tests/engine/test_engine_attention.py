@@ -101,7 +101,7 @@ def _translate_second_frame(models, settings, frames, edges, states_of=None):
             other = sampler.controller.anchor
         guide = sampler.translate_anchor(frames[0], edges[0])
         if other is not None:
-            sampler.controller.anchor = other
+            guide.states = other
         sampler.set_previous_state({})
         refs = FrameRefs(PairFlow.identity(HW))
         return _last_x0(sampler, lambda: sampler.translate_frame(frames[1], edges[1], guide, refs))
@@ -145,8 +145,8 @@ def test_identical_frames_give_the_anchor_result(models, tiny, frames):
         assert np.abs(holder["rgb"].astype(int) - guide.rgb.astype(int)).max() <= 1
         # Negative control: the same frame reading the anchor's states with the CFG halves
         # swapped (a misaligned cache) drifts far beyond the tolerance used above.
-        sampler.controller.anchor = {k: v.flip(0) for k, v in sampler.controller.anchor.items()}
-        sampler.controller.previous = sampler.controller.anchor
+        guide.states = {k: v.flip(0) for k, v in guide.states.items()}
+        sampler.controller.previous = guide.states
         misaligned = _last_x0(
             sampler, lambda: sampler.translate_frame(small[2], edges[2], guide, refs)
         )

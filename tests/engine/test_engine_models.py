@@ -105,3 +105,143 @@ def test_device_auto_is_cpu_here():
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(SettingsError, match="cuda"):
         resolve_device("cuda")
+
+
+def test_vae_setting_loads_that_vae_for_encode_and_decode(tiny, tmp_path):
+    """``vae``: a VAE folder (or hub id) replaces the model's own, for encoding and
+    decoding; null keeps the model's own. Here a copy of the tiny VAE with its decoder
+    output doubled: the decoded images change, the encoding does not."""
+    from diffusers import AutoencoderKL
+
+    from napari_diffslva.engine.models import load_models
+
+    vae = AutoencoderKL.from_pretrained(tiny.model, subfolder="vae")
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(2)
+        vae.decoder.conv_out.bias.mul_(2)
+    vae.save_pretrained(tmp_path / "vae")
+    own = load_models(tiny)
+    other = load_models(tiny.replace(vae=str(tmp_path / "vae")))
+    assert other.unet is not own.unet  # another cache entry
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z_own, z_other = own.encode_image(image), other.encode_image(image)
+        torch.testing.assert_close(z_own, z_other)
+        torch.testing.assert_close(other.decode_latent(z_own), 2 * own.decode_latent(z_own))
+    with pytest.raises(WeightsError, match="VAE"):
+        load_models(tiny.replace(vae=str(tmp_path / "no-vae")))
+
+
+def test_default_vae_is_rerenders_fine_tune_and_prompt_gets_the_added_words():
+    settings = EngineSettings()
+    assert settings.vae == "stabilityai/sd-vae-ft-mse"
+    assert settings.full_prompt == f"{settings.prompt}, best quality, extremely detailed"
+    assert settings.replace(added_prompt="").full_prompt == settings.prompt
+    assert settings.stage2_noise == "fresh" and settings.smooth_boundary
+
+
+def test_cross_frame_attention_runs_through_sdpa(tiny, monkeypatch):
+    """Our cross-frame processor computes attention with torch's
+    scaled_dot_product_attention (flash / memory-efficient kernels on GPUs)."""
+    import torch.nn.functional as F
+
+    from napari_diffslva.engine.attention import CrossFrameController, install_cross_frame
+    from napari_diffslva.engine.models import load_models
+
+    models = load_models(tiny)
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(q, k, v, **kwargs):
+        calls.append((q.shape[-2], k.shape[-2]))
+        return real(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    controller = CrossFrameController()
+    chosen = install_cross_frame(models.unet, "up", controller)
+    try:
+        sample = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        emb = torch.randn(2, 77, models.unet.config.cross_attention_dim)
+        controller.recording = {}
+        with torch.no_grad():
+            models.unet(sample, 500, encoder_hidden_states=emb)
+        controller.anchor = controller.previous = controller.recording
+        controller.recording, controller.reading, calls[:] = None, True, []
+        with torch.no_grad():
+            models.unet(sample, 500, encoder_hidden_states=emb)
+    finally:
+        install_cross_frame(models.unet, None, controller)
+    cross = [(q, k) for q, k in calls if k == 2 * q]  # keys over [anchor; previous]
+    assert len(cross) == len(chosen)
+
+
+def test_compile_wraps_unet_and_controlnet(tiny):
+    from napari_diffslva.engine.models import load_models
+
+    models = load_models(tiny.replace(compile=True))
+    assert type(models.unet).__name__ == type(models.controlnet).__name__ == "OptimizedModule"
+    assert models.unet.attn_processors  # the processors are reachable through the wrapper
+
+
+@pytest.mark.slow
+def test_compiled_models_give_the_same_frames(tiny, real_clip):
+    """The cross-frame processor under torch.compile (TorchDynamo, the eager backend: the
+    inductor backend needs minutes per graph on this CPU): its cache lookup stays out of
+    the graph, the frames are bit-identical to uncompiled models."""
+    import dataclasses
+
+    import numpy as np
+
+    from napari_diffslva.engine.models import load_models
+    from napari_diffslva.engine.sampler import FrameRefs, FrameSampler
+    from napari_diffslva.prepare.flow import pair_flow
+    from napari_diffslva.video import read_frames
+
+    settings = tiny.replace(steps=4)
+    models = load_models(settings)
+    frames = [f[:64, :64].copy() for f in read_frames(real_clip("sl_soup.mp4"), 0, 2)]
+    control = np.zeros((64, 64), np.float32)
+
+    def second_frame(m):
+        with FrameSampler(m, settings, (64, 64)) as sampler:
+            guide = sampler.translate_anchor(frames[0], control)
+            pair = pair_flow(frames[1], frames[0])
+            return sampler.translate_frame(
+                frames[1], control, guide, FrameRefs(pair, pair, guide.rgb)
+            )
+
+    compiled = dataclasses.replace(
+        models,
+        unet=torch.compile(models.unet, backend="eager"),
+        controlnet=torch.compile(models.controlnet, backend="eager"),
+    )
+    assert np.array_equal(second_frame(models), second_frame(compiled))
+
+
+def test_missing_default_vae_falls_back_with_a_warning(tiny):
+    """As Rerender-A-Video: without the ft-mse VAE on this computer (offline here) the
+    model's own VAE is used and a warning says so; the run key records it."""
+    from napari_diffslva.engine.models import load_models
+    from napari_diffslva.engine.settings import DEFAULT_VAE
+
+    settings = tiny.replace(vae=DEFAULT_VAE)
+    with pytest.warns(UserWarning, match="own VAE"):
+        models = load_models(settings)
+    assert models.vae_source is None
+    assert models.vae.config.scaling_factor == 1.0  # the tiny model's own box-filter VAE
+
+
+def test_dtype_and_offload_switches(tiny):
+    """fp16 / bf16 on a GPU (auto: fp16), fp32 only on the CPU; CPU offload needs a GPU:
+    both refused here, naming the setting."""
+    from napari_diffslva.engine.models import load_models, resolve_dtype
+
+    gpu = torch.device("cuda")
+    assert resolve_dtype("auto", gpu) == torch.float16
+    assert resolve_dtype("bf16", gpu) == torch.bfloat16
+    assert resolve_dtype("fp16", gpu) == torch.float16
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    with pytest.raises(SettingsError, match="dtype='bf16'"):
+        resolve_dtype("bf16", torch.device("cpu"))
+    with pytest.raises(SettingsError, match="cpu_offload"):
+        load_models(tiny.replace(cpu_offload=True))

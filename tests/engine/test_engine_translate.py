@@ -44,7 +44,7 @@ def test_every_frame_streamed_to_the_run_folder(models, tiny, soup_inputs, tmp_p
     events = []
     stats = run_to_end(translate_clip(soup_inputs, models, settings, run), events.append)
     indices = [e.payload[0] for e in events]
-    assert indices[0] == 2 and sorted(indices) == list(range(soup_inputs.num_frames))
+    assert indices == [2, 3, 4, 1, 0]  # the anchor, then outward: right side, left side
     assert [e.done for e in events] == list(range(1, soup_inputs.num_frames + 1))
     for e in events:
         i, rgb = e.payload
@@ -53,40 +53,90 @@ def test_every_frame_streamed_to_the_run_folder(models, tiny, soup_inputs, tmp_p
     key = run_key(soup_inputs, settings)
     assert run.done_frames(STAGE, key) == set(range(soup_inputs.num_frames))
     assert isinstance(stats, RunStats) and stats.frames == soup_inputs.num_frames
-    start = settings.start_step
-    # anchor: one pass; other frames: two passes (fusion); CFG doubles every step
-    expected = (2 * (settings.steps - start) * (1 + 2 * (stats.frames - 1))) / stats.frames
+    assert stats.anchors == [2]
+    # anchor: one pass; other frames: a first pass and a second from the first fused step
+    # on (the steps before it are the first pass's, exactly); CFG doubles every step
+    start, fused = settings.start_step, min(settings.steps_in("stage2_range"))
+    assert (start, fused) == (2, 6)
+    per_frame = 2 * (settings.steps - start) + 2 * (settings.steps - fused)
+    expected = (2 * (settings.steps - start) + per_frame * (stats.frames - 1)) / stats.frames
     assert stats.unet_evals_per_frame == stats.controlnet_evals_per_frame == expected
     assert 0 < stats.denoiser_seconds_per_frame < stats.seconds_per_frame
-    assert stats.cache_bytes > 0 and stats.peak_memory_mb > 0
+    assert stats.peak_memory_mb > 0
 
 
-def test_resume_after_a_kill_is_bit_identical(models, tiny, soup_inputs, tmp_path):
-    from napari_diffslva.engine.translate import STAGE, run_key, translate_clip
+class _LoggedFlows:
+    """Engine inputs that log which flows the engine asks for."""
 
-    settings = tiny.replace(anchor=1)
+    def __init__(self, inputs) -> None:
+        self.inputs, self.num_frames = inputs, inputs.num_frames
+        self.content_hash, self.frame, self.control = (
+            inputs.content_hash,
+            inputs.frame,
+            inputs.control,
+        )
+        self.asked: list[tuple[int, int]] = []
+
+    def flow(self, i: int, j: int):
+        self.asked.append((i, j))
+        return self.inputs.flow(i, j)
+
+
+def test_each_frame_continues_from_its_neighbour_towards_the_anchor(models, tiny, soup_inputs):
+    """Outward order: every non-anchor frame is fused with its anchor and with its
+    neighbour towards the anchor, which is always translated before it."""
+    from napari_diffslva.engine.translate import translate_clip
+
+    logged = _LoggedFlows(soup_inputs)
+    events = []
+    run_to_end(translate_clip(logged, models, tiny.replace(anchor=2)), events.append)
+    order = [e.payload[0] for e in events]
+    previous = {3: 2, 4: 3, 1: 2, 0: 1}
+    for i, p in previous.items():
+        assert (i, 2) in logged.asked and (i, p) in logged.asked
+        assert order.index(p) < order.index(i)
+    assert not [
+        (i, j) for i, j in logged.asked if abs(i - j) == 1 and (i, j) not in previous.items()
+    ]
+
+
+@pytest.mark.parametrize("state_every", [2, 0])
+def test_resume_after_a_kill_is_bit_identical(models, tiny, soup_inputs, tmp_path, state_every):
+    """Killed after three frames (anchor 1, then 2 and 3). With a checkpoint at frame 3
+    (every 2nd frame of a chain) the resume recomputes nothing; without checkpoints it
+    recomputes frames 2 and 3 to rebuild the attention states. Either way the frames are
+    bit-identical to an uninterrupted run, and the run folder never holds more than one
+    state file."""
+    from napari_diffslva.engine.translate import (
+        STAGE,
+        run_key,
+        saved_state_frames,
+        translate_clip,
+    )
+
+    settings = tiny.replace(anchor=1, state_every=state_every)
     key = run_key(soup_inputs, settings)
     whole = RunFolder(tmp_path / "whole")
     run_to_end(translate_clip(soup_inputs, models, settings, whole))
 
     killed = RunFolder(tmp_path / "killed")
     gen = translate_clip(soup_inputs, models, settings, killed)
-    seen = [next(gen).payload[0] for _ in range(3)]  # anchor 1, then frames 0 and 2
+    seen = [next(gen).payload[0] for _ in range(3)]
     gen.close()  # the process dies here
-    assert seen == [1, 0, 2]
-    assert killed.done_frames(STAGE, key) == {0, 1, 2}
-    assert sorted(p.name for p in killed.frames_dir(STAGE).glob("*.png")) == [
-        f"{i:06d}.png" for i in (0, 1, 2)
-    ]
+    assert seen == [1, 2, 3]
+    assert killed.done_frames(STAGE, key) == {1, 2, 3}
+    assert saved_state_frames(killed, key) == ([3] if state_every else [])
 
     events = []
     stats = run_to_end(
         translate_clip(soup_inputs, models, settings, killed, resume=True), events.append
     )
-    assert stats.frames == 3  # the anchor is recomputed, frames 3 and 4 are new
-    assert sorted(e.payload[0] for e in events) == list(range(soup_inputs.num_frames))
+    assert stats.resumed_frames == (0 if state_every else 2) and stats.resume_mismatches == 0
+    assert stats.frames == 3 + stats.resumed_frames  # anchor again, frames 4 and 0 new
+    assert [e.payload[0] for e in events] == [1, 2, 3, 4, 0]
     for i in range(soup_inputs.num_frames):
         assert np.array_equal(killed.read_frame(STAGE, i), whole.read_frame(STAGE, i)), i
+    assert len(saved_state_frames(killed, key)) <= 1
 
 
 def test_cancel_mid_frame_keeps_the_run_folder_consistent(models, tiny, soup_inputs, tmp_path):
@@ -166,14 +216,17 @@ def test_pixel_aware_fusion_pulls_a_frame_toward_its_warped_reference(
 def test_cross_frame_attention_and_fusion_remove_flicker(models, tiny, real_clip, name, start):
     """The ablation of the issue on real clips: flow-warping error of consecutive outputs
     with cross-frame attention and fusion on, each alone, and both off (the CLI's
-    --no-cross-frame-attention / --no-fusion), default schedule (20 steps, strength 0.75);
-    and both on with Rerender-A-Video's stage-2 noise (--stage2-noise fresh).
+    --no-cross-frame-attention / --no-fusion), default schedule (20 steps, strength 0.75),
+    with Rerender-A-Video's fresh stage-2 noise (the default) and with the model's own
+    noise estimate (--stage2-noise model).
 
     The denoiser is napari_diffslva.testing.toy_denoiser: it removes noise and invents
     detail of its own in every frame, through a real self-attention layer, so "off"
     flickers as SD does. A random UNet removes no noise and does not leave a finished
     image alone, so fusion cannot help it (bench/engine.py reports its figures for the
-    record)."""
+    record). Measured (input, off, attention, fusion fresh/model, both fresh/model):
+    asl_different 2.9, 26.6, 16.4, 23.5/16.9, 16.2/10.6; asl_house 2.5, 28.5, 13.6,
+    23.8/15.6, 12.9/8.1; sl_soup 1.4, 29.8, 15.6, 25.6/15.4, 15.5/9.0."""
     from napari_diffslva.testing.toy_denoiser import (
         flicker,
         toy_inputs,
@@ -192,14 +245,18 @@ def test_cross_frame_attention_and_fusion_remove_flicker(models, tiny, real_clip
     off = output_flicker(cross_frame_attention=False, fusion=False)
     attention = output_flicker(fusion=False)
     fusion = output_flicker(cross_frame_attention=False)
+    fusion_model = output_flicker(cross_frame_attention=False, stage2_noise="model")
     on = output_flicker()
-    rerender = output_flicker(stage2_noise="fresh")
+    on_model = output_flicker(stage2_noise="model")
     print(
         f"{name}: flow-warping error input {source:.2f}; outputs: both off {off:.2f}, "
-        f"attention only {attention:.2f}, fusion only {fusion:.2f}, both on {on:.2f} "
-        f"(with Rerender's fresh stage-2 noise {rerender:.2f})"
+        f"attention only {attention:.2f}, fusion only {fusion:.2f} (model noise "
+        f"{fusion_model:.2f}), both on {on:.2f} (model noise {on_model:.2f})"
     )
     assert off > 3 * source  # there is flicker to remove
-    assert attention < 0.8 * off and fusion < 0.8 * off  # each mechanism removes some
-    assert on < 0.5 * off and on < min(attention, fusion)  # together clearly more
-    assert rerender < 0.6 * off and on < rerender  # both noises work; the default does better
+    assert attention < 0.7 * off  # attention removes much of it
+    assert fusion < 0.92 * off  # fusion with fresh noise some
+    assert fusion_model < 0.7 * off and fusion_model < fusion  # more with the model's noise
+    assert on < 0.65 * off and on < fusion  # both on (the default) ...
+    assert on < 1.02 * attention  # ... about as attention alone with fresh noise, and
+    assert on_model < 0.5 * off and on_model < 0.8 * min(attention, fusion_model)  # more

@@ -5,6 +5,7 @@ Each module in ``SUBCOMMANDS`` defines ``register(subparsers)``, which adds its 
 (:class:`~napari_diffslva.errors.DiffslvaError`) print one line and exit with code 2 (3
 when the run refused because of an identity leak);
 ``--json`` output is always exactly one JSON object on stdout, progress goes to stderr.
+Usage errors (a bad flag value) are one line and code 2 as well.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from ..errors import DiffslvaError
 
@@ -20,6 +22,7 @@ SUBCOMMANDS = [
     "probe",
     "export",
     "prepare",
+    "edges",
     "anonymize",
     "selftest",
     "audit",
@@ -29,10 +32,17 @@ SUBCOMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (its own print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-diffslva",
         description="Text-guided sign language video anonymization (DiffSLVA).",
     )
@@ -45,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, a usage error (already printed)
+        return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
     except DiffslvaError as exc:

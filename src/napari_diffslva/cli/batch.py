@@ -70,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch import batch_client, local_gpu, plan_batch, read_config, run_batch
+    from ..project import check_writable
 
     base, per_clip = read_config(args.config) if args.config else ({}, {})
     base.update(given_settings(args))
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         audit=args.audit,
         runs_dir=args.runs_dir,
     )
+    check_writable(plan.outdir)  # a read-only output folder fails before the cluster starts
     for note in plan.notes:
         print(f"napari-diffslva batch: note: {note}", file=sys.stderr)
     gpu = args.scheduler is None and local_gpu(plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..export import ODD_SIZES
 from ..video import DAMAGED_FRAME_POLICIES
 from ._output import drive_with_bar, print_json
 
@@ -14,10 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="video file, image, or folder of numbered images")
     p.add_argument("output", help="output .mp4 or .mov")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--crf", type=int, default=18, help="x264 quality, lower is better (18)")
+    p.add_argument("--crf", type=int, default=18, help="x264 quality 0-51, lower is better (18)")
     p.add_argument(
         "--odd-size",
-        choices=["yuv444", "pad"],
+        choices=ODD_SIZES,
         default="yuv444",
         help="odd frame sizes: keep them (4:4:4) or pad one edge pixel (4:2:0)",
     )
@@ -33,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import check_output, export_frames, info_record
+    from ..export import check_encoding, check_output, export_frames, info_record
     from ..project import atomic_write_json
     from ..video import DamagedFrameError, VideoReader, check_frames, damaged_frame_message, probe
 
+    check_encoding(args.crf, args.odd_size)
     check_output(args.output, overwrite=args.overwrite, protect=[args.input])
     info = drive_with_bar(check_frames(probe(args.input)), "export", quiet=args.json)
     if info.damaged and args.on_damaged_frame == "error":

@@ -30,13 +30,6 @@ if TYPE_CHECKING:
 StateCache = dict[tuple[int, str], "torch.Tensor"]  # (step, layer name) -> states (B, N, C)
 
 
-def cache_bytes(cache: StateCache | None) -> int:
-    """Size of a state cache in bytes."""
-    if not cache:
-        return 0
-    return sum(t.numel() * t.element_size() for t in cache.values())
-
-
 @dataclass
 class CrossFrameController:
     """Caches and switches shared by all cross-frame processors of one UNet."""
@@ -46,6 +39,13 @@ class CrossFrameController:
     recording: StateCache | None = None  # where this call's states go; None: do not store
     reading: bool = False  # attend to anchor + previous instead of self
     step: int = -1
+
+    def __post_init__(self) -> None:
+        import torch
+
+        # The cache lookup keys on the step: kept out of torch.compile's graphs, which would
+        # otherwise be recompiled for every step (the rest of the processor compiles).
+        self.states_for = torch.compiler.disable(self.states_for)
 
     def states_for(self, layer: str, own: torch.Tensor) -> torch.Tensor | None:
         """Record ``own`` if asked; return the K/V source states, or None for stock."""
@@ -59,12 +59,6 @@ class CrossFrameController:
         anchor = self.anchor.get(key, own)
         previous = self.previous.get(key, own)
         return torch.cat([anchor, previous], dim=1)
-
-    def nbytes(self) -> int:
-        """Bytes held by all caches (the anchor's and the previous cache may share tensors)."""
-        caches = (self.anchor, self.previous, self.recording or {})
-        unique = {id(t): t for cache in caches for t in cache.values()}
-        return sum(t.numel() * t.element_size() for t in unique.values())
 
 
 class CrossFrameAttnProcessor:

@@ -4,20 +4,22 @@ The models are loaded as separate diffusers components (tokenizer, text encoder,
 UNet, ControlNet, DDIM scheduler) rather than as a pipeline: the sampler drives them
 itself (SDEdit start, fusion, cross-frame attention), so a pipeline object would only
 hide what runs. Sources are a hub id or a local folder in diffusers layout; any SD1.5
-fine-tune and ControlNet v1.0 HED or v1.1 softedge fit. Loaded models are cached per
-process, keyed by (model, controlnet, device, dtype, offload), so a batch worker loads
-them once.
+fine-tune and ControlNet v1.0 HED or v1.1 softedge fit. The VAE may come from elsewhere
+(Rerender-A-Video's ft-mse fine-tune by default), a LoRA is fused in (:mod:`.lora`) and the
+UNet and ControlNet may be compiled. Loaded models are cached per process, keyed by
+everything that changes them, so a batch worker loads them once.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SettingsError, WeightsError
-from .settings import EngineSettings
+from .settings import DEFAULT_VAE, EngineSettings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,10 +88,11 @@ class Models:
     vae: Any
     unet: Any
     controlnet: Any
-    scheduler: Any  # DDIMScheduler, eta 0
+    scheduler: Any  # the model's scheduler as DDIM, eta 0 (samplers derive theirs from it)
     device: torch.device  # where inputs go (the accelerator even with CPU offload)
     dtype: torch.dtype
     pipeline: Any = None  # only kept when CPU offload hooks live on it
+    vae_source: str | None = None  # the VAE loaded in place of the model's own, if any
 
     @property
     def vae_scale_factor(self) -> int:
@@ -128,56 +131,115 @@ class Models:
 
 
 def _load(settings: EngineSettings, device: torch.device, dtype: torch.dtype) -> Models:
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler
 
     model, _ = _source(settings.model, "model")
-    controlnet_src, _ = _source(settings.controlnet, "ControlNet")
-    offline = settings.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    common = {"local_files_only": offline}
+    common = {"local_files_only": _offline(settings)}
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common)
-        text_encoder = CLIPTextModel.from_pretrained(
-            model, subfolder="text_encoder", dtype=dtype, **common
-        )
-        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype, **common)
-        unet = UNet2DConditionModel.from_pretrained(
-            model, subfolder="unet", torch_dtype=dtype, **common
-        )
+        parts = _load_sd_parts(model, dtype, common)
         base = DDIMScheduler.from_pretrained(model, subfolder="scheduler", **common)
     except OSError as exc:
         raise _missing(settings.model, "model", exc) from exc
-    try:
-        controlnet = ControlNetModel.from_pretrained(controlnet_src, torch_dtype=dtype, **common)
-    except OSError as exc:
-        raise _missing(settings.controlnet, "ControlNet", exc) from exc
+    parts["controlnet"] = _load_part(settings.controlnet, "ControlNet", dtype, common)
+    vae_source = _load_vae(settings, parts, dtype, common)
     scheduler = DDIMScheduler.from_config(base.config, clip_sample=False, set_alpha_to_one=False)
-    for module in (text_encoder, vae, unet, controlnet):
-        module.eval().requires_grad_(False)
-    # diffusers uses torch's scaled-dot-product attention (AttnProcessor2_0) by default.
-    models = Models(tokenizer, text_encoder, vae, unet, controlnet, scheduler, device, dtype)
-    if settings.cpu_offload:
-        from diffusers import StableDiffusionControlNetPipeline
+    for name in ("text_encoder", "vae", "unet", "controlnet"):
+        parts[name].eval().requires_grad_(False)
+    if settings.lora is not None:
+        from .lora import fuse_lora
 
-        if device.type == "cpu":
-            raise SettingsError("setting cpu_offload=true needs a GPU device; turn it off")
-        pipe = StableDiffusionControlNetPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            controlnet=controlnet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.enable_model_cpu_offload(device=device)
-        models.pipeline = pipe
+        sd_parts = {k: v for k, v in parts.items() if k != "controlnet"}
+        fuse_lora({**sd_parts, "scheduler": scheduler}, settings.lora, offline=_offline(settings))
+    # diffusers uses torch's scaled-dot-product attention (AttnProcessor2_0) by default.
+    models = Models(scheduler=scheduler, device=device, dtype=dtype, vae_source=vae_source, **parts)
+    if settings.cpu_offload:
+        _offload(models)
     else:
-        for module in (text_encoder, vae, unet, controlnet):
-            module.to(device)
+        for name in ("text_encoder", "vae", "unet", "controlnet"):
+            getattr(models, name).to(device)
+    if settings.compile:
+        import torch
+
+        models.unet = torch.compile(models.unet)
+        models.controlnet = torch.compile(models.controlnet)
     return models
+
+
+def _offline(settings: EngineSettings) -> bool:
+    return settings.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def _load_sd_parts(model: str, dtype: torch.dtype, common: dict[str, Any]) -> dict[str, Any]:
+    """Tokenizer, text encoder, VAE and UNet of an SD1.5 folder or hub id."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    return {
+        "tokenizer": CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **common),
+        "text_encoder": CLIPTextModel.from_pretrained(
+            model, subfolder="text_encoder", dtype=dtype, **common
+        ),
+        "vae": AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype, **common),
+        "unet": UNet2DConditionModel.from_pretrained(
+            model, subfolder="unet", torch_dtype=dtype, **common
+        ),
+    }
+
+
+def _load_vae(
+    settings: EngineSettings, parts: dict[str, Any], dtype: torch.dtype, common: dict[str, Any]
+) -> str | None:
+    """Put the ``vae`` setting's VAE into ``parts``. The default (Rerender-A-Video's ft-mse
+    fine-tune) falls back to the model's own with a warning when it is not on this computer,
+    as Rerender does; any other VAE that is missing is an error."""
+    if settings.vae is None:
+        return None
+    try:
+        parts["vae"] = _load_part(settings.vae, "VAE", dtype, common)
+    except WeightsError as exc:
+        if settings.vae != DEFAULT_VAE:
+            raise
+        warnings.warn(
+            f"{exc}; using the model's own VAE, which Rerender-A-Video warns degrades "
+            "quality (set vae to a folder, or null to silence this)",
+            stacklevel=3,
+        )
+        return None
+    return settings.vae
+
+
+def _load_part(name: str, what: str, dtype: torch.dtype, common: dict[str, Any]) -> Any:
+    """A ControlNet or VAE from its own folder or hub id."""
+    from diffusers import AutoencoderKL, ControlNetModel
+
+    cls = ControlNetModel if what == "ControlNet" else AutoencoderKL
+    source, _ = _source(name, what)
+    try:
+        return cls.from_pretrained(source, torch_dtype=dtype, **common)
+    except OSError as exc:
+        raise _missing(name, what, exc) from exc
+
+
+def _offload(models: Models) -> None:
+    """Model CPU offload through a diffusers pipeline's hooks (each model moves to the GPU
+    only while it runs)."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    if models.device.type == "cpu":
+        raise SettingsError("setting cpu_offload=true needs a GPU device; turn it off")
+    pipe = StableDiffusionControlNetPipeline(
+        vae=models.vae,
+        text_encoder=models.text_encoder,
+        tokenizer=models.tokenizer,
+        unet=models.unet,
+        controlnet=models.controlnet,
+        scheduler=models.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.enable_model_cpu_offload(device=models.device)
+    models.pipeline = pipe
 
 
 def load_models(settings: EngineSettings) -> Models:
@@ -187,7 +249,16 @@ def load_models(settings: EngineSettings) -> Models:
     """
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    key = (settings.model, settings.controlnet, str(device), str(dtype), settings.cpu_offload)
+    key = (
+        settings.model,
+        settings.controlnet,
+        settings.vae,
+        settings.lora,
+        str(device),
+        str(dtype),
+        settings.cpu_offload,
+        settings.compile,
+    )
     if key not in _CACHE:
         _CACHE[key] = _load(settings, device, dtype)
     return _CACHE[key]

@@ -3,8 +3,12 @@
 One frozen dataclass, validated on construction, serialised to plain JSON for the run
 folder. ``from_dict`` refuses keys it does not know: a misspelled key in a config file
 must be an error, not a silently ignored wish (a classic trap of research configs).
-Step ranges are fractions of the schedule: step ``s`` of ``steps`` is inside ``(lo, hi)``
-when ``lo * steps <= s < hi * steps`` (``hi = 1`` includes the last step).
+Step ranges are fractions of the schedule, read as Rerender-A-Video reads them: step ``i``
+of ``steps`` is in stage 1 or AdaIN's ``(lo, hi)`` when ``lo * steps <= i <= hi * steps``, and
+stage-2 fusion blends *into* step ``i`` when ``lo * steps < i < hi * steps`` (20 steps,
+(0.5, 0.8): into steps 11-15). A window that catches no step of a short schedule (AdaIN's
+(0.8, 1.0) at 4 steps) takes the one step nearest to it, so the fusion windows keep working
+at the 4-8 steps of few-step samplers.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from ..options import check, option
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNET = "lllyasviel/sd-controlnet-hed"
-DEFAULT_PROMPT = "a woman in CG style, brown hair, is making gestures, best quality"
+DEFAULT_PROMPT = "a woman in CG style, brown hair, is making gestures"
+# Rerender-A-Video's "added prompt", appended to the user's after a comma.
+DEFAULT_ADDED_PROMPT = "best quality, extremely detailed"
+# The VAE fine-tune Rerender-A-Video loads by default (and warns without).
+DEFAULT_VAE = "stabilityai/sd-vae-ft-mse"
 DEFAULT_NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, "
     "cropped, worst quality, low quality"
@@ -25,10 +33,17 @@ DEFAULT_NEGATIVE_PROMPT = (
 LAYER_PRESETS = ("up", "up-loose")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
-STAGE2_NOISES = ("model", "fresh")
+STAGE2_NOISES = ("fresh", "model")
+SAMPLERS = ("ddim", "ddim-trailing", "lcm", "tcd")
+# Few-step LoRA presets: the sampler, steps and guidance their authors run SD1.5 with.
+PRESETS: dict[str, dict[str, Any]] = {
+    "lcm": {"sampler": "lcm", "steps": 6, "guidance": 1.0},  # LCM-LoRA SD1.5: 4-8 steps, no CFG
+    "tcd": {"sampler": "tcd", "steps": 6, "guidance": 1.0},  # TCD-SD15 LoRA, gamma 0.3
+    "hyper": {"sampler": "ddim-trailing", "steps": 8, "guidance": 1.0},  # Hyper-SD15 8-step
+}
 RANGE_FIELDS = ("stage1_range", "stage2_range", "adain_range")
 # Settings that change how a run executes but not one bit of its frames on a given device.
-EXECUTION_ONLY = ("offline", "cpu_offload")
+EXECUTION_ONLY = ("offline", "cpu_offload", "compile", "state_every")
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,13 @@ class EngineSettings:
     """Everything that decides a translated frame (plus where and how to run it)."""
 
     prompt: str = option(DEFAULT_PROMPT, "who the signer becomes", kind="str", stage="engine")
+    added_prompt: str = option(
+        DEFAULT_ADDED_PROMPT,
+        "quality words appended to the prompt after a comma, as Rerender-A-Video does "
+        "(empty: none)",
+        kind="str",
+        stage="engine",
+    )
     negative_prompt: str = option(
         DEFAULT_NEGATIVE_PROMPT, "what the image must not show", kind="str", stage="engine"
     )
@@ -50,7 +72,35 @@ class EngineSettings:
         high=1.0,
     )
     guidance: float = option(
-        7.5, "classifier-free guidance scale", kind="float", stage="engine", low=0.0
+        7.5,
+        "classifier-free guidance scale (1 or less: no CFG, half the evaluations)",
+        kind="float",
+        stage="engine",
+        low=0.0,
+    )
+    sampler: str = option(
+        "ddim",
+        "denoising sampler: ddim (Rerender-A-Video), ddim-trailing (Hyper-SD), lcm, tcd",
+        kind="str",
+        stage="engine",
+        choices=SAMPLERS,
+    )
+    preset: str | None = option(
+        None,
+        "few-step LoRA preset: sets sampler, steps and guidance unless they are given "
+        "(lcm: 6 steps, tcd: 6, hyper: 8; all without CFG); use with --lora",
+        kind="str",
+        stage="engine",
+        choices=tuple(PRESETS),
+        nullable=True,
+    )
+    lora: str | None = option(
+        None,
+        "LoRA weights fused into the UNet: PATH[:scale] (file, folder or hub id; "
+        "needs the peft package)",
+        kind="str",
+        stage="engine",
+        nullable=True,
     )
     control_scale: float = option(1.0, "ControlNet strength", kind="float", stage="engine", low=0.0)
     seed: int = option(
@@ -62,6 +112,15 @@ class EngineSettings:
         kind="int",
         stage="prepare",
         low=0,
+        nullable=True,
+    )
+    anchor_span: int | None = option(
+        180,
+        "longest run of frames one anchor serves: longer clips get an anchor every span, "
+        "all styled by the first (null: one anchor)",
+        kind="int",
+        stage="engine",
+        low=2,
         nullable=True,
     )
     short_side: int = option(
@@ -108,12 +167,20 @@ class EngineSettings:
         cli=False,
     )
     stage2_noise: str = option(
-        "model",
-        "noise of the fusion reference: the model's own "
-        "estimate (model) or fresh noise as in Rerender-A-Video (fresh)",
+        "fresh",
+        "noise of the fusion reference: fresh noise with a variance-keeping rescale as in "
+        "Rerender-A-Video (fresh) or the model's own estimate (model)",
         kind="str",
         stage="engine",
         choices=STAGE2_NOISES,
+    )
+    smooth_boundary: bool = option(
+        True,
+        "fresh stage-2 noise: no variance-keeping rescale on the fusion mask's boundary "
+        "(Rerender-A-Video's smooth_boundary)",
+        kind="bool",
+        stage="engine",
+        cli=False,
     )
     fidelity_threshold: float = option(
         0.25,
@@ -154,6 +221,14 @@ class EngineSettings:
     controlnet: str = option(
         DEFAULT_CONTROLNET, "ControlNet hub id or local folder", kind="str", stage="engine"
     )
+    vae: str | None = option(
+        DEFAULT_VAE,
+        "VAE hub id or folder for encode and decode (null: the model's own; Rerender-A-Video "
+        "warns that quality degrades without the ft-mse fine-tune)",
+        kind="str",
+        stage="engine",
+        nullable=True,
+    )
     offline: bool = option(
         False,
         "never download; fail fast when a model is not on this computer",
@@ -162,6 +237,21 @@ class EngineSettings:
     )
     cpu_offload: bool = option(
         False, "keep idle models in CPU memory (GPUs with little memory)", kind="bool", stage="run"
+    )
+    compile: bool = option(
+        False,
+        "torch.compile UNet and ControlNet (GPUs: faster after a slow first frame)",
+        kind="bool",
+        stage="run",
+    )
+    state_every: int = option(
+        10,
+        "resume checkpoint: keep the attention state of every n-th frame (0: none; a resume "
+        "recomputes at most n-1 frames, or back to the anchor)",
+        kind="int",
+        stage="run",
+        low=0,
+        cli=False,
     )
 
     def __post_init__(self) -> None:
@@ -175,6 +265,15 @@ class EngineSettings:
             raise SettingsError(f"setting short_side={self.short_side!r}: use a multiple of 64")
         if not self.model or not self.controlnet:
             raise SettingsError("settings model and controlnet must name a hub id or a folder")
+        if self.preset is not None and self.sampler != PRESETS[self.preset]["sampler"]:
+            raise SettingsError(
+                f"setting preset={self.preset!r} runs sampler "
+                f"{PRESETS[self.preset]['sampler']!r}, not {self.sampler!r}; drop one of them"
+            )
+        if self.lora is not None:
+            from .lora import parse_lora
+
+            parse_lora(self.lora)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
@@ -200,6 +299,9 @@ class EngineSettings:
             raise SettingsError(
                 f"unknown engine setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
+        preset = data.get("preset")
+        if preset in PRESETS:  # the preset fills what was not given
+            data = {**PRESETS[preset], **data}
         try:
             return cls(**data)
         except TypeError as exc:  # wrong value types, e.g. a string for a range
@@ -209,12 +311,19 @@ class EngineSettings:
         """A copy with some fields changed (validated, unknown names rejected)."""
         return EngineSettings.from_dict({**self.to_dict(), **changes})
 
-    def in_range(self, name: str, step: int) -> bool:
-        """Is schedule step ``step`` (0-based, of ``steps``) inside range setting ``name``?"""
-        lo, hi = getattr(self, name)
-        if hi >= 1.0:
-            return lo * self.steps <= step
-        return lo * self.steps <= step < hi * self.steps
+    def steps_in(self, name: str) -> frozenset[int]:
+        """The schedule steps of range setting ``name`` (see the module docstring)."""
+        return steps_in(getattr(self, name), self.steps, open_=name == "stage2_range")
+
+    @property
+    def full_prompt(self) -> str:
+        """The prompt the text encoder reads: the user's plus the added prompt."""
+        return f"{self.prompt}, {self.added_prompt}" if self.added_prompt else self.prompt
+
+    @property
+    def uses_cfg(self) -> bool:
+        """Classifier-free guidance runs (two UNet evaluations per step) above 1."""
+        return self.guidance > 1.0
 
     @property
     def start_step(self) -> int:
@@ -227,3 +336,14 @@ class EngineSettings:
         if not 0 <= index < num_frames:
             raise SettingsError(f"setting anchor={index}: outside the clip (0..{num_frames - 1})")
         return index
+
+
+def steps_in(window: tuple[float, float], steps: int, *, open_: bool = False) -> frozenset[int]:
+    """Steps ``i`` of a ``steps``-step schedule inside the fractions ``window``: closed
+    (``lo * steps <= i <= hi * steps``) or open at both ends; a non-empty window that
+    catches none takes the step whose fraction ``i / steps`` is nearest to it."""
+    lo, hi = window[0] * steps, window[1] * steps
+    inside = [i for i in range(steps) if (lo < i < hi if open_ else lo <= i <= hi)]
+    if inside or window[0] >= window[1]:
+        return frozenset(inside)
+    return frozenset({min(range(steps), key=lambda i: (max(lo - i, i - hi), -i))})

@@ -61,11 +61,8 @@ class StyleReference:
         """AdaIN targets for a run with ``settings``; its AdaIN steps must all be covered."""
         import torch
 
-        wanted = [
-            s
-            for s in range(settings.start_step, settings.steps)
-            if settings.in_range("adain_range", s)
-        ]
+        adain = settings.steps_in("adain_range")
+        wanted = [s for s in range(settings.start_step, settings.steps) if s in adain]
         missing = [s for s in wanted if s not in self.stats]
         if self.steps != settings.steps or missing:
             raise SettingsError(

@@ -217,5 +217,6 @@ def tiny_settings(folder: str | Path, **overrides: object) -> EngineSettings:
         "offline": True,
         "device": "cpu",
         "short_side": 64,
+        "vae": None,  # the tiny model's own (box-filter) VAE
     }
     return EngineSettings.from_dict({**base, **overrides})

