@@ -26,7 +26,7 @@ from .engine.settings import EngineSettings
 from .errors import DiffslvaError, SettingsError
 from .options import check, declared, option, unknown_keys
 from .prepare.pipeline import Prepared, PrepareSettings, prepare_clip
-from .progress import Progress, ProgressGenerator
+from .progress import Progress, ProgressGenerator, StopCheck
 from .project import RunFolder, settings_key
 
 if TYPE_CHECKING:
@@ -140,12 +140,15 @@ def anonymize_clip(
     *,
     resume: bool = False,
     style_reference: StyleReference | None = None,
+    should_stop: StopCheck | None = None,
 ) -> ProgressGenerator[AnonymizeResult]:
     """Prepare, translate and restore faces; finished frames land in ``run_dir``.
 
     ``style_reference``: a group's first view's anchor style (see :mod:`.engine.style`).
     Yields progress; frames of the ``translate`` and ``face`` stages carry
-    ``payload=(index, rgb_at_source_size)``. Closing the generator cancels between frames.
+    ``payload=(index, rgb_at_source_size)``. Closing the generator cancels between frames;
+    ``should_stop()`` turning true cancels within one denoising step (:class:`Cancelled`).
+    Either way the run folder resumes (``resume=True``).
     """
     from .engine.models import load_models
     from .engine.translate import translate_clip
@@ -158,7 +161,13 @@ def anonymize_clip(
     models = load_models(engine)
     to_source = prepared.geometry.to_source
     gen = translate_clip(
-        prepared, models, engine, run, resume=resume, style_reference=style_reference
+        prepared,
+        models,
+        engine,
+        run,
+        resume=resume,
+        style_reference=style_reference,
+        should_stop=should_stop,
     )
     try:
         while True:
@@ -348,6 +357,7 @@ def anonymize(
     overwrite: bool = False,
     side_by_side: str | Path | None = None,
     style_reference: StyleReference | None = None,
+    should_stop: StopCheck | None = None,
 ) -> ProgressGenerator[AnonymizeResult]:
     """:func:`anonymize_clip` then :func:`export_result`: the CLI's and batch's one call."""
     from .export import check_output
@@ -355,7 +365,12 @@ def anonymize(
     out = check_output(output, overwrite=overwrite, protect=[video])
     run_dir = Path(run_dir) if run_dir else default_run_dir(out)
     result = yield from anonymize_clip(
-        video, run_dir, settings, resume=resume, style_reference=style_reference
+        video,
+        run_dir,
+        settings,
+        resume=resume,
+        style_reference=style_reference,
+        should_stop=should_stop,
     )
     result.output = yield from export_result(
         run_dir, out, overwrite=overwrite, side_by_side=side_by_side, source=video

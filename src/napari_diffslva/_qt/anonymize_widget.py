@@ -202,7 +202,7 @@ class AnonymizeWidget(QWidget):
         self.frames_done = []
         self._busy(True)
         self.job = BackgroundJob(
-            lambda: anonymize_clip(video, run_dir, settings, resume=resume),
+            lambda stop: anonymize_clip(video, run_dir, settings, resume=resume, should_stop=stop),
             description="Anonymizing",
             on_event=self._on_event,
             on_done=self._on_done,

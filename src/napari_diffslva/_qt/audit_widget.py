@@ -153,7 +153,7 @@ class AuditWidget(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.job = BackgroundJob(
-            lambda: _audit_job(prepared, self.stride.value(), max_frames),
+            lambda _stop: _audit_job(prepared, self.stride.value(), max_frames),
             description="Auditing",
             on_done=self._on_done,
             on_finished=self._idle,

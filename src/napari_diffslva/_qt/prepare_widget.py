@@ -233,7 +233,7 @@ class PrepareWidget(QWidget):
         self._busy(True)
         self.status.setText(f"{description}...")
         self.job = BackgroundJob(
-            lambda: make(video, run_dir),
+            lambda _stop: make(video, run_dir),
             description=description,
             on_event=self._on_event,
             on_done=self._on_done,

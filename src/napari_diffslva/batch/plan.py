@@ -54,6 +54,11 @@ class BatchPlan:
     def manifest_path(self) -> Path:
         return self.outdir / MANIFEST
 
+    @property
+    def stop_event(self) -> str:
+        """Name of the cluster-wide event that asks this batch's running clips to stop."""
+        return f"diffslva-stop-{settings_key(str(self.outdir.resolve()))}"
+
 
 @dataclass
 class _Clip:

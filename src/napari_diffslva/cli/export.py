@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_encoding(args.crf, args.odd_size)
     check_output(args.output, overwrite=args.overwrite, protect=[args.input])
-    info = drive_with_bar(check_frames(probe(args.input)), "export", quiet=args.json)
+    info = drive_with_bar(
+        check_frames(probe(args.input)), "export", quiet=args.json, should_stop=args.should_stop
+    )
     if info.damaged and args.on_damaged_frame == "error":
         raise DamagedFrameError(
             damaged_frame_message(info.path, list(info.damaged), info.frames, info.timing)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             crf=args.crf,
             odd_size=args.odd_size,
         )
-        out = drive_with_bar(gen, "export", quiet=args.json)
+        out = drive_with_bar(gen, "export", quiet=args.json, should_stop=args.should_stop)
     result = probe(out).to_dict()
     result["output"] = str(out)
     record = info_record(info, args.on_damaged_frame)
