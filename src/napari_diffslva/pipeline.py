@@ -363,7 +363,7 @@ def anonymize(
     from .export import check_output
 
     out = check_output(output, overwrite=overwrite, protect=[video])
-    run_dir = Path(run_dir) if run_dir else default_run_dir(out)
+    run_dir = Path(run_dir) if run_dir else RunFolder.beside(out).root
     result = yield from anonymize_clip(
         video,
         run_dir,
@@ -376,9 +376,3 @@ def anonymize(
         run_dir, out, overwrite=overwrite, side_by_side=side_by_side, source=video
     )
     return result
-
-
-def default_run_dir(output: str | Path) -> Path:
-    """``OUT.mp4`` -> ``OUT.diffslva-run/`` beside it (named after the output, not the source)."""
-    out = Path(output)
-    return out.with_name(out.stem + ".diffslva-run")

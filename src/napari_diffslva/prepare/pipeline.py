@@ -194,11 +194,9 @@ class Prepared:
         from .face_mask import frame_face_mask
 
         hw = (self.info.height, self.info.width)
-        painted = self.run.root / "masks" / f"{index:06d}.png"
-        if painted.is_file():
-            import cv2
-
-            return (cv2.imread(str(painted), cv2.IMREAD_GRAYSCALE) > 0).astype(np.float32)
+        painted = self.run.read_mask(index)
+        if painted is not None:
+            return painted
         if self.settings.face_parser == "bisenet" and index in set(self.track.face_frames):
             return self._parsed_mask(index, hw)
         return frame_face_mask(self.track, index, hw)
@@ -206,9 +204,9 @@ class Prepared:
     def blend_mask(self, index: int) -> tuple[np.ndarray, bool] | None:
         """The face module's mask override for a frame: ``(painted, True)`` when the user
         painted one, ``(parsed, False)`` with the BiSeNet parser, else None (landmarks)."""
-        painted = self.run.root / "masks" / f"{index:06d}.png"
-        if painted.is_file():
-            return self.face_mask(index), True
+        painted = self.run.read_mask(index)
+        if painted is not None:
+            return painted, True
         if self.settings.face_parser == "bisenet":
             return self.face_mask(index), False
         return None
@@ -369,7 +367,10 @@ def open_prepared(
 
 
 def _anchor(edits: dict, settings: PrepareSettings, track, frames: int) -> int:
-    anchor = edits.get("anchor", {}).get("frame", settings.anchor)
+    from .edits import anchor_frame
+
+    anchor = anchor_frame(edits)
+    anchor = settings.anchor if anchor is None else anchor
     if anchor is None:
         return choose_anchor(track, frames)
     if not 0 <= int(anchor) < frames:
@@ -394,9 +395,7 @@ def _faces(
         seconds["faces"] = float(cached.get("seconds_per_frame", np.zeros(())))
     elif compute:
         start = time.perf_counter()
-        track = yield from track_faces(
-            _FrameList(reader), max_gap=s.max_gap, upsample=s.face_upsample
-        )
+        track = yield from track_faces(reader, max_gap=s.max_gap, upsample=s.face_upsample)
         seconds["faces"] = (time.perf_counter() - start) / info.frames
         run.save_cache(
             "faces", key, {**track.to_arrays(), "seconds_per_frame": np.array(seconds["faces"])}
@@ -405,21 +404,8 @@ def _faces(
         track = FaceTrack.empty(info.frames)
     edits = run.read_edits()
     if edits.get("boxes") or edits.get("status"):
-        track = apply_edits(track, edits, frames=_FrameList(reader))
+        track = apply_edits(track, edits, frames=reader)
     return track
-
-
-class _FrameList:
-    """A read-only sequence view of a reader (what the face tracker expects)."""
-
-    def __init__(self, reader: VideoReader) -> None:
-        self._reader = reader
-
-    def __len__(self) -> int:
-        return len(self._reader)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self._reader[index]
 
 
 def _edges(
