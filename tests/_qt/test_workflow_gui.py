@@ -119,7 +119,7 @@ def test_full_workflow(make_napari_viewer, qtbot, clip, tiny_models, tmp_path):
 
     def cancel_at_first_frame(event):
         on_event(event)
-        if event.payload is not None and anonymize.cancel_button.isEnabled():
+        if event.stage == "translate" and anonymize.cancel_button.isEnabled():
             anonymize.cancel_button.click()
 
     anonymize._on_event = cancel_at_first_frame

@@ -1,9 +1,10 @@
 """1 Prepare: faces, edges and optical flow of a clip, computed in the background.
 
 The video is chosen as a file (layers keep no file names, see :mod:`._session`); the
-layer showing it is found by content hash, or opened with our reader. Results appear as
-layers while the run goes on: face boxes, landmarks, mask and anchor first, then edges,
-then flow and occlusion. *Open run folder* restores a prepared clip, its edits and any
+layer showing it is found by content hash, or opened with our reader. One call of
+:func:`~napari_diffslva.prepare.pipeline.prepare_clip` does the work; each stage it
+finishes becomes layers at once: face boxes, landmarks, mask and anchor first, then
+edges, then flow and occlusion. *Open run folder* restores a prepared clip, its edits and any
 anonymized frames without computing what is cached.
 """
 
@@ -51,19 +52,32 @@ def face_layers(prepared: Any) -> list[tuple]:
     ]
 
 
-def _prepare_job(video: Path, run_dir: Path, settings: Any, vectors: bool):
-    from ..prepare.pipeline import STAGES, prepare_clip
-
-    prepared = yield from prepare_clip(video, run_dir, settings, stages=("faces",))
-    yield _LayersReady(prepared, face_layers(prepared))
-    prepared = yield from prepare_clip(video, run_dir, settings, stages=("faces", "edges"))
-    yield _LayersReady(prepared, [nl.edges_layer(prepared)])
-    prepared = yield from prepare_clip(video, run_dir, settings, stages=STAGES)
+def stage_layers(stage: str, prepared: Any, vectors: bool) -> list[tuple]:
+    """The layers of one finished prepare stage (their data is computed in the worker)."""
+    if stage == "faces":
+        return face_layers(prepared)
+    if stage == "edges":
+        return [nl.edges_layer(prepared)]
     flow = [nl.flow_layer(prepared), nl.occlusion_layer(prepared)]
     if vectors:
         flow.append(nl.flow_vectors_layer(prepared))
-    yield _LayersReady(prepared, flow)
-    return prepared
+    return flow
+
+
+def _prepare_job(video: Path, run_dir: Path, settings: Any, vectors: bool):
+    """prepare_clip, with each finished stage's layers added to its event."""
+    from ..prepare.pipeline import Prepared, prepare_clip
+
+    gen = prepare_clip(video, run_dir, settings)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as finished:
+            return finished.value
+        if isinstance(event.payload, Prepared):
+            yield _LayersReady(event.payload, stage_layers(event.stage, event.payload, vectors))
+        else:
+            yield event
 
 
 def _open_job(video: Path, run_dir: Path):

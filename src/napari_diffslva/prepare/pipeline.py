@@ -290,13 +290,27 @@ def prepare_clip(
 ) -> ProgressGenerator[Prepared]:
     """Compute (or reuse) faces, edges and flow for ``video`` in ``run_dir``.
 
-    Yields :class:`Progress` per frame and stage; returns the :class:`Prepared` clip.
-    Closing the generator stops between frames; finished frames stay cached.
+    Yields :class:`Progress` per frame and stage and, as each stage of ``stages`` is done,
+    one event of that stage whose payload is the clip prepared so far (a :class:`Prepared`),
+    so a front can show a stage's results while the next one runs. Returns the prepared
+    clip. Closing the generator stops between frames; finished frames stay cached.
     """
     settings = settings or PrepareSettings()
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise SettingsError(f"unknown prepare stages: {', '.join(sorted(unknown))}")
+    run, info, geo = yield from _start(video, run_dir, settings)
+    reader = VideoReader(video, info=info, on_damaged=settings.on_damaged_frame)
+    try:
+        return (yield from _stages(run, info, geo, settings, reader, stages))
+    finally:
+        reader.close()
+
+
+def _start(
+    video: str | Path, run_dir: str | Path, settings: PrepareSettings
+) -> ProgressGenerator[tuple[RunFolder, VideoInfo, WorkingGeometry]]:
+    """Probe the clip, find its damaged frames and record both in the run folder."""
     info = probe(video)
     run = RunFolder(run_dir).ensure()
     run.check_source(info.content_hash)
@@ -317,30 +331,41 @@ def prepare_clip(
             damaged_frame_message(info.path, list(info.damaged), info.frames, info.timing)
         )
     run.write_settings("prepare", settings.to_dict())
-    reader = VideoReader(video, info=info, on_damaged=settings.on_damaged_frame)
-    seconds: dict[str, float] = {}
+    return run, info, geo
 
+
+def _stages(
+    run: RunFolder,
+    info: VideoInfo,
+    geo: WorkingGeometry,
+    settings: PrepareSettings,
+    reader: VideoReader,
+    stages: tuple[str, ...],
+) -> ProgressGenerator[Prepared]:
+    seconds: dict[str, float] = {}
     track = yield from _faces(run, reader, info, settings, seconds, "faces" in stages)
-    edits = run.read_edits()
-    anchor = _anchor(edits, settings, track, info.frames)
-    edges = run.frame_store("edges", _edges_key(info, geo, settings), info.frames)
-    if "edges" in stages:
-        yield from _edges(edges, reader, geo, settings, seconds)
-    flows = run.frame_store("flow", _flow_key(info, geo, settings, anchor), info.frames)
-    if "flow" in stages:
-        yield from _flows(flows, reader, geo, settings, anchor, seconds)
-    reader.close()
-    return Prepared(
+    anchor = _anchor(run.read_edits(), settings, track, info.frames)
+    prepared = Prepared(
         run=run,
         info=info,
         geometry=geo,
         settings=settings,
         anchor=anchor,
         track=track,
-        edges=edges,
-        flows=flows,
+        edges=run.frame_store("edges", _edges_key(info, geo, settings), info.frames),
+        flows=run.frame_store("flow", _flow_key(info, geo, settings, anchor), info.frames),
         seconds_per_frame=seconds,
     )
+    done = info.frames
+    if "faces" in stages:
+        yield Progress("faces", done, done, 0.0, prepared)
+    if "edges" in stages:
+        yield from _edges(prepared.edges, reader, geo, settings, seconds)
+        yield Progress("edges", done, done, 0.0, prepared)
+    if "flow" in stages:
+        yield from _flows(prepared.flows, reader, geo, settings, anchor, seconds)
+        yield Progress("flow", done, done, 0.0, prepared)
+    return prepared
 
 
 def _checked(run: RunFolder, info: VideoInfo) -> ProgressGenerator[VideoInfo]:
@@ -428,7 +453,8 @@ def _edges(
             edges = detector(geo.to_work(reader[i]))
             store.write(i, edges=edges_to_uint8(edges))
             spent += time.perf_counter() - start
-            yield Progress("edges", n + 1, len(todo), time.perf_counter() - start)
+            done = store.frames - len(todo) + n + 1  # of the whole clip: cached frames count
+            yield Progress("edges", done, store.frames, time.perf_counter() - start)
         seconds["edges"] = spent / len(todo)
         store.mark_complete()
 
@@ -464,6 +490,7 @@ def _flows(
                 arrays.update(pair_to_arrays(pair, kind))
             store.write(i, **arrays)
             spent += time.perf_counter() - start
-            yield Progress("flow", n + 1, len(todo), time.perf_counter() - start)
+            done = store.frames - len(todo) + n + 1  # of the whole clip: cached frames count
+            yield Progress("flow", done, store.frames, time.perf_counter() - start)
         seconds["flow"] = spent / len(todo)
         store.mark_complete()
