@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from .result import (
     TemporalResult,
 )
 from .temporal import warp_errors
+
+if TYPE_CHECKING:
+    from ..prepare.pipeline import Prepared
 
 FrameSequence = Sequence[np.ndarray] | np.ndarray  # anything with len() and [i] -> (H, W, 3)
 _ASPECT_TOLERANCE = 0.02  # relative; a resized export keeps the aspect to within rounding
@@ -379,3 +382,31 @@ def audit_videos(
             "decode; the audit read the previous good frame in their place"
         )
     return result
+
+
+def audit_run(
+    prepared: Prepared, *, stride: int = 1, max_frames: int | None = None
+) -> ProgressGenerator[AuditResult]:
+    """:func:`audit_clips` of a run folder's finished frames against the prepared source
+    (its face track, with the user's corrections, spares tracking the original again)."""
+    from ..pipeline import FINAL
+    from ..video import VideoReader
+
+    n = prepared.info.frames
+    missing = prepared.run.missing_frames(FINAL, n)
+    if missing:
+        raise SettingsError(
+            f"{len(missing)} of {n} frames are not anonymized yet (first: {missing[0]}); "
+            "finish or resume the run first"
+        )
+    policy = prepared.settings.on_damaged_frame
+    with VideoReader(prepared.info.path, info=prepared.info, on_damaged=policy) as original:
+        return (
+            yield from audit_clips(
+                original,
+                prepared.run.frame_sequence(FINAL, n),
+                track=prepared.track,
+                stride=stride,
+                max_frames=max_frames,
+            )
+        )
