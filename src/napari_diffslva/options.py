@@ -4,8 +4,9 @@ A setting is a dataclass field made with :func:`option`: its default, its kind, 
 allowed values or range, its help text and the stage it belongs to live in one place.
 From that declaration come validation on construction (:func:`check`, type and range
 errors name the option and what it accepts), the CLI flags (:func:`add_flags`), config
-keys and batch CSV cells (:func:`parse_text`), widget choices (:func:`spec`) and the
-settings reference page (:func:`markdown`). A front that hand-writes an option's default
+keys and batch CSV cells (:func:`parse_text`), the napari widgets' fields
+(``_qt/settings_form.py``, from :func:`declared`) and the settings reference page
+(:func:`markdown`). A front that hand-writes an option's default
 or choices drifts; these functions are there so none has to.
 """
 
@@ -38,6 +39,7 @@ class Spec:
     cli: bool = True  # offered as a CLI flag (else config files and CSV only)
     #: choices a string setting also accepts but does not list (e.g. ``cuda:1``)
     prefixes_ok: tuple[str, ...] = ()
+    path: bool = False  # a file on this computer (widgets offer a Browse button)
 
     def allowed(self) -> str:
         """The accepted values in words, for errors and docs."""

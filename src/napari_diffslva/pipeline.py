@@ -57,6 +57,7 @@ class AnonymizeSettings:
         kind="str",
         stage="face",
         nullable=True,
+        path=True,
     )
 
     def __post_init__(self) -> None:
@@ -86,6 +87,14 @@ class AnonymizeSettings:
         flat.update(self.engine.to_dict())
         flat.update(face_module=self.face_module, face_weights=self.face_weights)
         return flat
+
+    @classmethod
+    def for_prepared(cls, prepare: PrepareSettings, flat: dict[str, Any]) -> AnonymizeSettings:
+        """The settings of a run on a clip prepared with ``prepare``: every prepare setting
+        is kept (nothing the user chose there is dropped), ``flat`` adds the engine, face and
+        run settings; its ``device`` and ``offline`` win, as for every run."""
+        kept = {k: v for k, v in prepare.to_dict().items() if k not in ("device", "offline")}
+        return cls.from_flat({**kept, **flat})
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> AnonymizeSettings:

@@ -180,18 +180,22 @@ class BackgroundJob:
 
 def stack_layout(
     widget: QWidget,
-    form: QLayout,
+    form: QLayout | QWidget | list[QLayout | QWidget],
     buttons: list[QWidget],
     below: list[QWidget],
     stretch: bool = True,
 ) -> QVBoxLayout:
-    """The layout every dock widget shares: settings form, a row of buttons, then
+    """The layout every dock widget shares: settings form(s), a row of buttons, then
     ``below`` (status text, plots) top to bottom."""
     row = QHBoxLayout()
     for button in buttons:
         row.addWidget(button)
     layout = QVBoxLayout(widget)
-    layout.addLayout(form)
+    for part in form if isinstance(form, list) else [form]:
+        if isinstance(part, QLayout):
+            layout.addLayout(part)
+        else:
+            layout.addWidget(part)
     layout.addLayout(row)
     for item in below:
         layout.addWidget(item)

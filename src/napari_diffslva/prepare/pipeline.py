@@ -57,7 +57,12 @@ class PrepareSettings:
         stage="prepare",
     )
     hed_weights: str | None = option(
-        None, "HED weights file (null: searched)", kind="str", stage="prepare", nullable=True
+        None,
+        "HED weights file (null: searched)",
+        kind="str",
+        stage="prepare",
+        nullable=True,
+        path=True,
     )
     flow: str = option(
         "dis", "optical flow backend", kind="str", stage="prepare", choices=FLOW_BACKENDS
@@ -98,7 +103,12 @@ class PrepareSettings:
         choices=FACE_PARSERS,
     )
     parser_weights: str | None = option(
-        None, "BiSeNet weights file (null: searched)", kind="str", stage="prepare", nullable=True
+        None,
+        "BiSeNet weights file (null: searched)",
+        kind="str",
+        stage="prepare",
+        nullable=True,
+        path=True,
     )
     offline: bool = option(
         False,
