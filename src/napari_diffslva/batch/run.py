@@ -11,6 +11,7 @@ a batch.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,15 @@ class BatchResult:
         }
 
 
+def require_distributed() -> None:
+    """dask.distributed is the ``batch`` extra: say so when it is missing."""
+    if importlib.util.find_spec("distributed") is None:
+        raise SettingsError(
+            "the batch runner needs dask.distributed, which is not installed: "
+            "pip install 'napari-diffslva[batch]'"
+        )
+
+
 def needs_gpu(device: str, gpu_workers: bool) -> bool:
     """Should a clip with this ``device`` setting take a ``GPU`` resource?
 
@@ -103,6 +113,7 @@ def run_batch(
     (asked every ``poll`` seconds), running clips stop within one denoising step and the
     others are not started: their records say ``cancelled`` and a rerun resumes them.
     """
+    require_distributed()
     check_writable(plan.outdir)
     started = time.perf_counter()
     manifest = BatchManifest(plan.manifest_path)
@@ -270,6 +281,7 @@ def batch_client(
     collapse when the cores are shared; more workers use more cores, at one copy of the
     models each). With ``gpu`` each worker declares ``GPU=1``.
     """
+    require_distributed()
     from distributed import Client
 
     if scheduler is not None:
