@@ -66,7 +66,7 @@ def test_landmarks_and_anchor_points_are_t_y_x(prepared):
     np.testing.assert_allclose(at3[:, 1], track.landmarks[3][:, 1])  # y
     np.testing.assert_allclose(at3[:, 2], track.landmarks[3][:, 0])  # x
     pts, kw, _ = nl.anchor_to_points(prepared.anchor, track, (240, 320), edited=False)
-    assert nl.anchor_from_points(pts) == prepared.anchor
+    assert pts.shape == (1, 3) and pts[0, 0] == prepared.anchor
     x0, y0, x1, y1 = track.boxes[prepared.anchor]
     assert x0 < pts[0, 2] < x1 and y0 < pts[0, 1] < y1  # on the face
     assert kw["features"]["edited"].tolist() == [False]
@@ -159,7 +159,7 @@ def test_box_edits_range_status_and_anchor_survive_reopening(prepared, clip):
     shapes, kwargs, _ = nl.track_to_shapes(again.track)
     assert kwargs["features"]["edited"].tolist() == [False, True, True, True, False]
     pts, kw, _ = nl.prepared_layers(again)[-1]
-    assert nl.anchor_from_points(pts) == 5 and kw["features"]["edited"].tolist() == [True]
+    assert pts[-1, 0] == 5 and kw["features"]["edited"].tolist() == [True]
     # a box drawn again on the lost frame clears its no-face mark; undo removes edits
     back = ed.with_boxes(edits, {4: track.boxes[4]})
     assert "4" not in back["status"] and "4" in back["boxes"]

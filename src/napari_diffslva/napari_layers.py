@@ -155,14 +155,6 @@ def anchor_to_points(
     return np.array([[float(anchor), float(y), float(x)]]), kwargs, "points"
 
 
-def anchor_from_points(data: np.ndarray) -> int | None:
-    """The anchor frame of an anchor Points layer (the last point wins), or None if empty."""
-    data = np.asarray(data)
-    if data.size == 0:
-        return None
-    return int(round(float(data[-1, 0])))
-
-
 # -- per-frame images ----------------------------------------------------------------------
 
 
