@@ -288,8 +288,8 @@ def export_result(
     ``source`` on the left) plus ``output.json``: settings, model ids, tool version, source
     timing — never the source file name.
     """
-    from .export import check_output, export_frames, source_record
-    from .video import VideoReader, VideoTiming, probe
+    from .export import check_output, export_frames
+    from .video import VideoTiming
 
     run = RunFolder(run_dir)
     meta = run.read_run()
@@ -310,50 +310,71 @@ def export_result(
         frames, out, timing, overwrite=overwrite, protect=[source] if source else []
     )
     if side_by_side is not None:
-        if source is None:
-            raise DiffslvaError("a side-by-side video needs the original clip (source=...)")
-        info = probe(source)
-        if info.content_hash != meta["content_hash"]:
-            raise DiffslvaError(f"{source}: not the video this run folder was made from")
-        with VideoReader(source, info=info, on_damaged="repeat") as reader:
-            pairs = (
-                np.concatenate([reader[i], run.read_frame(FINAL, i)], axis=1)
-                for i in range(timing.frames)
-            )
-            yield from export_frames(
-                pairs, side_by_side, timing, overwrite=overwrite, protect=[source]
-            )
+        yield from _export_side_by_side(run, meta, timing, side_by_side, source, overwrite)
     if sidecar:
-        from .project import atomic_write_json
-
-        atomic_write_json(
-            Path(str(out) + ".json"),
-            {
-                "tool": "napari-diffslva",
-                "version": __version__,
-                "anonymize": run.read_settings("anonymize"),
-                "source": {
-                    k: meta["source"].get(k)
-                    for k in (
-                        "frames",
-                        "rate",
-                        "fps",
-                        "width",
-                        "height",
-                        "duration",
-                        "content_hash",
-                        "header_frames",
-                        "header_duration",
-                        "end_missing",
-                        "edit_list",
-                        "damaged_frames",
-                    )
-                },
-                **source_record(meta),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+        _write_sidecar(run, meta, out)
     return out
+
+
+def _export_side_by_side(
+    run: RunFolder,
+    meta: dict[str, Any],
+    timing: Any,
+    path: str | Path,
+    source: str | Path | None,
+    overwrite: bool,
+) -> ProgressGenerator[Path]:
+    """The original (left) beside the finished frames, with the same timing."""
+    from .export import export_frames
+    from .video import VideoReader, probe
+
+    if source is None:
+        raise DiffslvaError("a side-by-side video needs the original clip (source=...)")
+    info = probe(source)
+    if info.content_hash != meta["content_hash"]:
+        raise DiffslvaError(f"{source}: not the video this run folder was made from")
+    with VideoReader(source, info=info, on_damaged="repeat") as reader:
+        pairs = (
+            np.concatenate([reader[i], run.read_frame(FINAL, i)], axis=1)
+            for i in range(timing.frames)
+        )
+        return (
+            yield from export_frames(pairs, path, timing, overwrite=overwrite, protect=[source])
+        )
+
+
+_SIDECAR_SOURCE_KEYS = (
+    "frames",
+    "rate",
+    "fps",
+    "width",
+    "height",
+    "duration",
+    "content_hash",
+    "header_frames",
+    "header_duration",
+    "end_missing",
+    "edit_list",
+    "damaged_frames",
+)
+
+
+def _write_sidecar(run: RunFolder, meta: dict[str, Any], out: Path) -> None:
+    """``OUT.json``: settings, tool version and the source's timing, never its name."""
+    from .export import source_record
+    from .project import atomic_write_json
+
+    atomic_write_json(
+        Path(str(out) + ".json"),
+        {
+            "tool": "napari-diffslva",
+            "version": __version__,
+            "anonymize": run.read_settings("anonymize"),
+            "source": {k: meta["source"].get(k) for k in _SIDECAR_SOURCE_KEYS},
+            **source_record(meta),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
 
 
 def anonymize(
