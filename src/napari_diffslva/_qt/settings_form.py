@@ -32,8 +32,20 @@ _FLOAT_LIMIT = 1e6
 _DECIMALS = 3
 
 
+# Names whose plain spelling hides an acronym or a proper name.
+_LABELS = {
+    "hed_weights": "HED weights",
+    "controlnet": "ControlNet",
+    "adain": "AdaIN",
+    "adain_range": "AdaIN range",
+    "cpu_offload": "CPU offload",
+    "face_weights": "TPSMM weights",
+    "dtype": "Number format",
+}
+
+
 def label_of(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    return _LABELS.get(name, name.replace("_", " ").capitalize())
 
 
 class Field:
