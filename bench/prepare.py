@@ -91,21 +91,17 @@ def print_scaling(
 def bench_edges(ctx: Context) -> None:
     import torch
 
-    from napari_diffslva.nets.hed import ControlNetHED
-
     frames = ctx.all_frames
     print(f"\n== edges ({SIZE}x{SIZE}, {torch.get_num_threads()} torch threads) ==")
     soft = timed(lambda: [E.soft_edges(f) for f in frames[:8]], 2 if ctx.quick else 5) / 8
     print(f"  soft (weights-free): {1000 * soft:7.1f} ms/frame, {1 / soft:6.1f} fps")
     safe = timed(lambda: [E.safe_quantize(E.soft_edges(f)) for f in frames[:8]], 2) / 8
     print(f"  soft + safe:         {1000 * safe:7.1f} ms/frame")
-    torch.manual_seed(0)
-    model = ControlNetHED().eval()
-    hed = timed(lambda: E.hed_edges(frames[0], model), 1 if ctx.quick else 3)
-    print(
-        f"  HED (random weights): {1000 * hed:6.0f} ms/frame, {1 / hed:6.2f} fps, "
-        f"{hed / soft:.0f}x soft"
-    )
+    weights = E.find_hed_weights()
+    if weights is None:
+        print(f"  trained HED: weights not found ({E.HED_INSTALL}); skipped")
+    else:
+        _bench_hed(frames, weights, soft, 1 if ctx.quick else 2)
     detector = E.get_edge_detector("soft")
     lengths = [4, 8, 16] if ctx.quick else [8, 16, 32, 64]
     pool = np.concatenate([frames] * (1 + max(lengths) // len(frames)))
@@ -117,6 +113,36 @@ def bench_edges(ctx: Context) -> None:
         return time.perf_counter() - start
 
     print_scaling("soft", clip_seconds, lengths)
+
+
+def _bench_hed(frames: np.ndarray, weights: Path, soft: float, repeat: int) -> None:
+    """Trained HED per 512x512 frame: batch sizes, channels-last against contiguous."""
+    import torch
+
+    model = E.load_hed(weights)
+    print(f"  trained HED ({E.weights_identity(weights)}, fp32, CPU):")
+    per_frame = {}
+    for batch in (1, 2, 4):
+        chunk = list(frames[:batch])
+        per_frame[batch] = timed(lambda c=chunk: E.hed_edges(c, model), repeat) / batch
+        print(
+            f"    channels-last, batch {batch}: {1000 * per_frame[batch]:7.0f} ms/frame, "
+            f"{per_frame[batch] / soft:5.0f}x soft"
+        )
+    plain = model.to(memory_format=torch.contiguous_format)
+    x = torch.from_numpy(frames[:1]).permute(0, 3, 1, 2).float().contiguous()
+
+    def contiguous() -> None:
+        with torch.inference_mode():
+            plain.edges(x)
+
+    seconds = timed(contiguous, repeat)
+    print(
+        f"    contiguous,    batch 1: {1000 * seconds:7.0f} ms/frame; "
+        f"channels-last speed-up {seconds / per_frame[1]:.2f}x"
+    )
+    best = min(per_frame, key=per_frame.get)
+    print(f"    fastest batch here: {best} ({per_frame[1] / per_frame[best]:.2f}x batch 1)")
 
 
 def _error(target: np.ndarray, image: np.ndarray, keep: np.ndarray) -> float:
@@ -217,7 +243,7 @@ def bench_run_folder(ctx: Context) -> None:
 
     source = read_frames(REAL / "face_talking.mp4")
     lengths = [8, 16, 32] if ctx.quick else [16, 48, 144]
-    settings = PrepareSettings(short_side=256)
+    settings = PrepareSettings(short_side=256, edges="soft")  # run-folder costs, not HED's
     print("prepare_clip into a run folder (face_talking.mp4, short side 256):")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -294,7 +320,8 @@ def _measure_prepare(clip: str, run_dir: str, short_side: str) -> None:
     from napari_diffslva.prepare.pipeline import PrepareSettings, prepare_clip
 
     start = time.perf_counter()
-    run_to_end(prepare_clip(clip, run_dir, PrepareSettings(short_side=int(short_side))))
+    settings = PrepareSettings(short_side=int(short_side), edges="soft")  # memory, not HED
+    run_to_end(prepare_clip(clip, run_dir, settings))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak}))

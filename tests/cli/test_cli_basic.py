@@ -24,7 +24,7 @@ def test_info_lists_weights_and_search_path(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_DIFFSLVA_WEIGHTS", str(tmp_path))
     assert main(["info", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["weights"]["hed"]["found"] == str(tmp_path / "ControlNetHED.pth")
+    assert d["weights"]["controlnet-hed"]["found"] == str(tmp_path / "ControlNetHED.pth")
     assert d["weights"]["tpsmm"]["found"] is None
     assert str(tmp_path) in d["weights_search_path"]
     assert "cpu" in d["devices"] and d["versions"]["torch"]

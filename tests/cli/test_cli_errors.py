@@ -39,7 +39,7 @@ def out(tmp_path):
         ("prompt = 5", "prompt=5: use a text"),
         ('seed = "x"', "seed='x': use an integer"),
         ('face_parser = "bisnet"', "face_parser='bisnet': use one of landmarks, bisenet"),
-        ('edges = "sobel"', "edges='sobel': use one of soft, hed"),
+        ('edges = "sobel"', "edges='sobel': use one of auto, hed, soft"),
     ],
 )
 def test_bad_config_values_fail_before_anonymize_starts(

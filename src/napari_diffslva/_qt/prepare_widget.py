@@ -123,7 +123,7 @@ def settings_form() -> SettingsForm:
         [PrepareSettings],
         MAIN_SETTINGS,
         advanced=[n for n in names if n not in MAIN_SETTINGS],
-        choices={"device": [d for d in available_devices() if d != "auto"]},
+        choices={"device": available_devices()},
     )
 
 

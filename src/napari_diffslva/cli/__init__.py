@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     "probe",
     "export",
     "prepare",
+    "edges",
     "anonymize",
     "selftest",
     "audit",

