@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from .result import (
     TemporalResult,
 )
 from .temporal import warp_errors
+
+if TYPE_CHECKING:
+    from ..prepare.pipeline import Prepared
 
 FrameSequence = Sequence[np.ndarray] | np.ndarray  # anything with len() and [i] -> (H, W, 3)
 _ASPECT_TOLERANCE = 0.02  # relative; a resized export keeps the aspect to within rounding
@@ -157,33 +161,84 @@ def audit_clips(
     count = len(original_frames)
     indices = sample_frames(count, stride, max_frames)
     hands_given = _hand_boxes_of(hand_boxes, count)
-    n = len(indices)
     # Decode once, in order: the audited frames and their predecessors (temporal pairs).
     needed = sorted(set(indices) | {i - 1 for i in indices if i > 0})
-    originals = {i: get_original(i) for i in needed}
-    anonymizeds = {i: get_anonymized(i) for i in needed}
-    hw = originals[indices[0]].shape[:2]
+    clips = _Pair({i: get_original(i) for i in needed}, {i: get_anonymized(i) for i in needed})
+    hw = clips.original[indices[0]].shape[:2]
 
     # 1. Where the signer's face is in the original.
+    boxes, landmarks = yield from _signer_face(track, clips, indices, count)
+    has_face = np.isfinite(boxes).all(axis=1) & np.isfinite(landmarks).all(axis=(1, 2))
+    # 2. Faces of both clips: embeddings (identity) and landmarks (expression).
+    faces = yield from _faces(clips, indices, has_face, boxes, landmarks)
+    identity = _identity(indices, has_face, faces.original, faces.anonymized, faces.fitted, notes)
+    expression = _expression(has_face, landmarks, faces, hw, identity.measured, notes)
+    # 3. Hands and body; 4. temporal consistency.
+    face_boxes = (boxes, has_face, faces.anonymized_boxes)
+    hands = yield from _hands(clips, indices, face_boxes, hands_given, hw, notes)
+    temporal = yield from _temporal(clips, indices, notes)
+    return AuditResult(
+        frames=count,
+        frame_indices=indices,
+        size=(int(hw[0]), int(hw[1])),
+        identity=identity,
+        expression=expression,
+        hands=hands,
+        temporal=temporal,
+        notes=notes,
+    )
+
+
+@dataclass
+class _Pair:
+    """The decoded frames of both clips that the audit reads, by frame index."""
+
+    original: dict[int, np.ndarray]
+    anonymized: dict[int, np.ndarray]
+
+
+@dataclass
+class _Faces:
+    """Per audited frame: face embeddings and the anonymized clip's face."""
+
+    original: np.ndarray  # (N, 128) the signer's (reference frames only)
+    anonymized: np.ndarray  # (N, 128) a detected face near the signer's place
+    fitted: np.ndarray  # (N, 128) no face detected: read in the original's box
+    landmarks: np.ndarray  # (N, 68, 2) of the anonymized face
+    anonymized_boxes: np.ndarray  # (N, 4) detected anonymized faces
+    fitted_without_detection: list[int]  # frames of ``fitted``
+
+
+def _signer_face(
+    track: Any, clips: _Pair, indices: list[int], count: int
+) -> ProgressGenerator[tuple[np.ndarray, np.ndarray]]:
+    """Boxes and landmarks of the original's face on the audited frames (tracked here
+    when no track of the whole clip is given)."""
     if track is None:
         from ..prepare.faces import track_faces
 
-        sampled_track = yield from track_faces([originals[i] for i in indices])
-        boxes, landmarks = _track_of(sampled_track, n)
-    else:
-        all_boxes, all_landmarks = _track_of(track, count)
-        boxes, landmarks = all_boxes[indices], all_landmarks[indices]
-    has_face = np.isfinite(boxes).all(axis=1) & np.isfinite(landmarks).all(axis=(1, 2))
+        sampled = yield from track_faces([clips.original[i] for i in indices])
+        return _track_of(sampled, len(indices))
+    boxes, landmarks = _track_of(track, count)
+    return boxes[indices], landmarks[indices]
 
-    # 2. Faces of both clips: embeddings (identity) and landmarks (expression).
-    from ..prepare.faces import FaceBox, face_landmarks
 
-    original_embeddings = np.full((n, 128), np.nan)
-    anonymized_embeddings = np.full((n, 128), np.nan)
-    fitted_embeddings = np.full((n, 128), np.nan)  # no face detected: fitted in the original's box
-    anonymized_landmarks = np.full((n, 68, 2), np.nan)
-    anonymized_boxes = np.full((n, 4), np.nan)
-    fitted_without_detection: list[int] = []
+def _faces(
+    clips: _Pair,
+    indices: list[int],
+    has_face: np.ndarray,
+    boxes: np.ndarray,
+    landmarks: np.ndarray,
+) -> ProgressGenerator[_Faces]:
+    n = len(indices)
+    faces = _Faces(
+        original=np.full((n, 128), np.nan),
+        anonymized=np.full((n, 128), np.nan),
+        fitted=np.full((n, 128), np.nan),
+        landmarks=np.full((n, 68, 2), np.nan),
+        anonymized_boxes=np.full((n, 4), np.nan),
+        fitted_without_detection=[],
+    )
     with_face = np.flatnonzero(has_face)
     reference_frames = {
         int(with_face[j]) for j in sample_frames(len(with_face), max_frames=REFERENCE_FRAMES)
@@ -191,93 +246,122 @@ def audit_clips(
     for k, i in enumerate(indices):
         start = time.perf_counter()
         if has_face[k]:
-            box = FaceBox(*boxes[k])
-            if k in reference_frames:
-                original_embeddings[k] = face_embedding(originals[i], box, landmarks[k])
-            found = locate_face_near(anonymizeds[i], box)
-            if found is not None:
-                anonymized_boxes[k] = found.as_array()
-                # Where the face stayed in place, fit it in the original's box: the landmark
-                # fit depends on the box, and detector jitter is not an expression change.
-                fit = box if box_iou(found, box) >= _SAME_PLACE_IOU else found
-                anonymized_landmarks[k] = face_landmarks(anonymizeds[i], fit)
-                anonymized_embeddings[k] = face_embedding(
-                    anonymizeds[i], fit, anonymized_landmarks[k]
-                )
-            else:  # read the face where it should be, even if no detector finds it there
-                anonymized_landmarks[k] = face_landmarks(anonymizeds[i], box)
-                fitted_embeddings[k] = face_embedding(anonymizeds[i], box, anonymized_landmarks[k])
-                fitted_without_detection.append(i)
+            _face_pair(clips, faces, k, i, boxes[k], landmarks[k], k in reference_frames)
         yield Progress("identity", k + 1, n, time.perf_counter() - start)
+    return faces
 
-    identity = _identity(
-        indices, has_face, original_embeddings, anonymized_embeddings, fitted_embeddings, notes
-    )
-    original_features = expr.clip_features(np.where(has_face[:, None, None], landmarks, np.nan), hw)
-    anonymized_features = expr.clip_features(anonymized_landmarks, hw)
-    correlation, error = expr.compare_features(original_features, anonymized_features)
-    if identity.measured and not np.isfinite(list(correlation.values())).any():
+
+def _face_pair(
+    clips: _Pair,
+    faces: _Faces,
+    k: int,
+    i: int,
+    box_array: np.ndarray,
+    landmarks: np.ndarray,
+    reference: bool,
+) -> None:
+    """Audited frame ``i`` (position ``k``): the signer's embedding on reference frames,
+    and the anonymized face found near the signer's place, or read there if none is."""
+    from ..prepare.faces import FaceBox, face_landmarks
+
+    original, anonymized = clips.original[i], clips.anonymized[i]
+    box = FaceBox(*box_array)
+    if reference:
+        faces.original[k] = face_embedding(original, box, landmarks)
+    found = locate_face_near(anonymized, box)
+    if found is None:  # read the face where it should be, even if no detector finds it there
+        faces.landmarks[k] = face_landmarks(anonymized, box)
+        faces.fitted[k] = face_embedding(anonymized, box, faces.landmarks[k])
+        faces.fitted_without_detection.append(i)
+        return
+    faces.anonymized_boxes[k] = found.as_array()
+    # Where the face stayed in place, fit it in the original's box: the landmark fit
+    # depends on the box, and detector jitter is not an expression change.
+    fit = box if box_iou(found, box) >= _SAME_PLACE_IOU else found
+    faces.landmarks[k] = face_landmarks(anonymized, fit)
+    faces.anonymized[k] = face_embedding(anonymized, fit, faces.landmarks[k])
+
+
+def _expression(
+    has_face: np.ndarray,
+    landmarks: np.ndarray,
+    faces: _Faces,
+    hw: tuple[int, int],
+    measured: bool,
+    notes: list[str],
+) -> ExpressionResult:
+    original = expr.clip_features(np.where(has_face[:, None, None], landmarks, np.nan), hw)
+    anonymized = expr.clip_features(faces.landmarks, hw)
+    correlation, error = expr.compare_features(original, anonymized)
+    if measured and not np.isfinite(list(correlation.values())).any():
         notes.append(
             "expression: correlation over time needs at least 3 audited frames with "
             "a face in both clips and some movement; it is null here"
         )
-    if fitted_without_detection:
+    if faces.fitted_without_detection:
         notes.append(
-            f"expression: {len(fitted_without_detection)} anonymized frames had no "
+            f"expression: {len(faces.fitted_without_detection)} anonymized frames had no "
             "detectable face; their landmarks were fitted where the original's face is"
         )
-    expression = ExpressionResult(
+    return ExpressionResult(
         list(expr.FEATURES),
         dict(expr.UNITS),
-        original_features,
-        anonymized_features,
+        original,
+        anonymized,
         correlation,
         error,
-        fitted_without_detection,
+        faces.fitted_without_detection,
     )
 
-    # 3. Hands and body.
+
+def _hands(
+    clips: _Pair,
+    indices: list[int],
+    face_boxes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    hands_given: Sequence[np.ndarray | None] | None,
+    hw: tuple[int, int],
+    notes: list[str],
+) -> ProgressGenerator[HandsResult]:
+    """Edge F-score outside both faces, SSIM, and SSIM in the given hand boxes."""
     from ..prepare.edges import soft_edges
 
+    boxes, has_face, anonymized_boxes = face_boxes
+    n = len(indices)
     fallback_face = np.nanmedian(boxes[has_face], axis=0) if has_face.any() else None
     edge_f, ssim = np.full(n, np.nan), np.full(n, np.nan)
     hand_ssim = None if hands_given is None else np.full(n, np.nan)
     for k, i in enumerate(indices):
         start = time.perf_counter()
+        original, anonymized = clips.original[i], clips.anonymized[i]
         face_region = hands_metrics.box_mask(hw, boxes[k] if has_face[k] else fallback_face)
         face_region |= hands_metrics.box_mask(hw, anonymized_boxes[k])
         edge_f[k] = hands_metrics.edge_fscore(
-            soft_edges(originals[i]), soft_edges(anonymizeds[i]), exclude=face_region
+            soft_edges(original), soft_edges(anonymized), exclude=face_region
         )
-        ssim[k] = hands_metrics.frame_ssim(originals[i], anonymizeds[i])
+        ssim[k] = hands_metrics.frame_ssim(original, anonymized)
         if hand_ssim is not None:
-            hand_ssim[k] = hands_metrics.region_ssim(originals[i], anonymizeds[i], hands_given[i])
+            hand_ssim[k] = hands_metrics.region_ssim(original, anonymized, hands_given[i])
         yield Progress("hands", k + 1, n, time.perf_counter() - start)
     if hand_ssim is not None and not np.isfinite(hand_ssim).any():
         notes.append("hands: no usable hand box (each must be at least 7x7 px inside the frame)")
+    return HandsResult(edge_f, ssim, hand_ssim)
 
-    # 4. Temporal consistency on pairs (i-1, i) that end at an audited frame.
+
+def _temporal(
+    clips: _Pair, indices: list[int], notes: list[str]
+) -> ProgressGenerator[TemporalResult]:
+    """Warping error on the pairs (i-1, i) that end at an audited frame."""
     pairs = [(i - 1, i) for i in indices if i > 0]
     input_error, output_error = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
     for k, (p, i) in enumerate(pairs):
         start = time.perf_counter()
         input_error[k], output_error[k] = warp_errors(
-            originals[p], originals[i], anonymizeds[p], anonymizeds[i]
+            clips.original[p], clips.original[i], clips.anonymized[p], clips.anonymized[i]
         )
         yield Progress("temporal", k + 1, len(pairs), time.perf_counter() - start)
     if not pairs:
         notes.append("temporal: a single frame has no consecutive pair; warping error is null")
-
-    return AuditResult(
-        frames=count,
-        frame_indices=indices,
-        size=(int(hw[0]), int(hw[1])),
-        identity=identity,
-        expression=expression,
-        hands=HandsResult(edge_f, ssim, hand_ssim),
-        temporal=TemporalResult(pairs, input_error, output_error),
-        notes=notes,
-    )
+    return TemporalResult(pairs, input_error, output_error)
 
 
 def _identity(
@@ -379,3 +463,31 @@ def audit_videos(
             "decode; the audit read the previous good frame in their place"
         )
     return result
+
+
+def audit_run(
+    prepared: Prepared, *, stride: int = 1, max_frames: int | None = None
+) -> ProgressGenerator[AuditResult]:
+    """:func:`audit_clips` of a run folder's finished frames against the prepared source
+    (its face track, with the user's corrections, spares tracking the original again)."""
+    from ..pipeline import FINAL
+    from ..video import VideoReader
+
+    n = prepared.info.frames
+    missing = prepared.run.missing_frames(FINAL, n)
+    if missing:
+        raise SettingsError(
+            f"{len(missing)} of {n} frames are not anonymized yet (first: {missing[0]}); "
+            "finish or resume the run first"
+        )
+    policy = prepared.settings.on_damaged_frame
+    with VideoReader(prepared.info.path, info=prepared.info, on_damaged=policy) as original:
+        return (
+            yield from audit_clips(
+                original,
+                prepared.run.frame_sequence(FINAL, n),
+                track=prepared.track,
+                stride=stride,
+                max_frames=max_frames,
+            )
+        )
