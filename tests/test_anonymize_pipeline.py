@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 
 from conftest import REAL_CLIPS
 from napari_diffslva.cli import main
-from napari_diffslva.errors import SettingsError
-from napari_diffslva.pipeline import AnonymizeSettings, anonymize
+from napari_diffslva.errors import Cancelled, SettingsError
+from napari_diffslva.pipeline import AnonymizeSettings, anonymize, anonymize_clip
 from napari_diffslva.prepare.edges import choose_edge_model
 from napari_diffslva.progress import run_to_end
+from napari_diffslva.project import RunFolder
 from napari_diffslva.video import probe, read_frames
 
 
@@ -119,6 +121,42 @@ def test_killed_run_resumes_to_the_same_clip(tiny, short_clip, tmp_path):
     # grey levels between two encodes of the same frames in one process)
     diff = np.abs(read_frames(full.output).astype(int) - read_frames(tmp_path / "resumed.mp4"))
     assert diff.mean() < 1.0
+
+
+def steps_per_frame(settings: AnonymizeSettings) -> tuple[int, int]:
+    """UNet calls of the anchor (one sampling pass) and of any other frame (two passes:
+    the second one fuses the warped reference)."""
+    per_pass = settings.engine.steps - settings.engine.start_step
+    return per_pass, 2 * per_pass
+
+
+def test_stop_lands_within_one_denoising_step_and_the_run_resumes(
+    tiny, short_clip, tmp_path, count_steps
+):
+    flat = {**tiny, "face_module": "off"}
+    settings = AnonymizeSettings.from_flat(flat)
+    anchor_steps, frame_steps = steps_per_frame(settings)
+    assert anchor_steps >= 3  # a stop after 2 steps of a pass is mid-pass
+    steps = count_steps(flat)
+    stop = threading.Event()
+    asked_at = anchor_steps + frame_steps + 2  # 2 steps into the second translated frame
+    steps.at(asked_at, stop.set)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Cancelled):
+        run_to_end(anonymize_clip(short_clip, run_dir, settings, should_stop=stop.is_set))
+    assert steps.calls == asked_at  # the step in progress finished, no other started
+    run = RunFolder(run_dir)
+    done = run.manifest("anonymized")["done"]
+    assert len(done) == 2 and not run.frames_dir("final").exists()
+    kept = {i: run.frame_path("anonymized", i).stat().st_mtime_ns for i in done}
+
+    steps.reset()
+    result = run_to_end(anonymize_clip(short_clip, run_dir, settings, resume=True))
+    assert result.frames == 6
+    # the anchor is recomputed (it is not stored as state), finished frames are not
+    assert steps.calls == anchor_steps + frame_steps * (6 - 2)
+    assert {i: run.frame_path("anonymized", i).stat().st_mtime_ns for i in done} == kept
+    assert len(run.manifest("final")["done"]) == 6
 
 
 def test_config_file_and_bad_keys(tiny, tmp_path, short_clip, capsys):

@@ -1,4 +1,5 @@
-"""The npe2 manifest: valid, every python_name importable, discoverable from a built wheel."""
+"""The npe2 manifest: one real file in the package, valid, every python_name importable,
+discoverable from a built wheel."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+MANIFEST = REPO / "src" / "napari_diffslva" / "napari.yaml"
+
+
 def _manifest():
     from npe2 import PluginManifest
 
-    return PluginManifest.from_file(REPO / "napari.yaml")
+    return PluginManifest.from_file(MANIFEST)
 
 
 def test_every_python_name_imports():
@@ -27,11 +31,15 @@ def test_every_python_name_imports():
         assert callable(getattr(importlib.import_module(module), attr)), name
 
 
-def test_packaged_manifest_is_the_top_level_file():
+def test_the_manifest_is_one_real_file_in_the_package():
+    from importlib.metadata import entry_points
     from importlib.resources import files
 
-    packaged = (files("napari_diffslva") / "napari.yaml").read_text()
-    assert packaged == (REPO / "napari.yaml").read_text()
+    assert MANIFEST.is_file() and not MANIFEST.is_symlink()
+    assert not (REPO / "napari.yaml").exists()  # no second copy to drift
+    entry = next(e for e in entry_points(group="napari.manifest") if e.name == "napari-diffslva")
+    package, name = entry.value.split(":")
+    assert (files(package) / name).read_text() == MANIFEST.read_text()
 
 
 def test_npe2_validate_editable_install():

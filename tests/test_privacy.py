@@ -5,6 +5,7 @@ a real talking-head clip with the tiny random models."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -15,8 +16,8 @@ import napari_diffslva.engine.translate as engine_translate
 from napari_diffslva.audit.gate import LEAK, NO_FACE, PASSED
 from napari_diffslva.cli import main
 from napari_diffslva.engine.models import load_models
-from napari_diffslva.errors import SettingsError
-from napari_diffslva.pipeline import LEAKING_PREFIX, AnonymizeSettings, anonymize
+from napari_diffslva.errors import Cancelled, SettingsError
+from napari_diffslva.pipeline import AnonymizeSettings, anonymize, anonymize_clip
 from napari_diffslva.prepare.faces import detect_faces, face_landmarks
 from napari_diffslva.prepare.pipeline import prepare_clip
 from napari_diffslva.progress import Progress, run_to_end
@@ -152,7 +153,8 @@ def test_a_leaking_result_is_held_back_with_fail_on_leak(tiny, clip, tmp_path, m
     assert _cli(tiny, clip, out, "--fail-on-leak") == 3
     captured = capsys.readouterr()
     assert "held back" in captured.err and "self-audit: 6 of 6 frames" in captured.out
-    held = tmp_path / "anon.diffslva-run" / f"{LEAKING_PREFIX}anon.mp4"
+    held = RunFolder(tmp_path / "anon.diffslva-run").held_back_export(out)
+    assert held.name == "LEAKING-IDENTITY-anon.mp4"
     assert not out.exists() and held.exists()
     sidecar = json.loads(held.with_name(held.name + ".json").read_text())
     assert sidecar["privacy"]["self_audit"]["leaking"] is True
@@ -170,3 +172,21 @@ def test_self_audit_off_says_what_is_lost(tiny, clip, tmp_path, capsys):
     assert _cli(tiny, clip, tmp_path / "anon.mp4", *off) == 0
     printed = capsys.readouterr().out
     assert "self-audit off" in printed and "identity gate off" in printed
+
+
+def test_a_stop_during_the_gate_lands_within_one_step(tiny, clip, tmp_path, count_steps):
+    """The gate's anchor translation honours the run's stop request like the clip does:
+    nothing is translated and nothing recorded; the next run gates again and finishes."""
+    flat = {**tiny, "short_side": 64}
+    settings = AnonymizeSettings.from_flat(flat)
+    steps = count_steps(flat)
+    stop = threading.Event()
+    steps.at(2, stop.set)  # inside the gate's anchor translation
+    run_dir = tmp_path / "run"
+    with pytest.raises(Cancelled):
+        run_to_end(anonymize_clip(clip, run_dir, settings, should_stop=stop.is_set))
+    assert steps.calls == 2
+    run = RunFolder(run_dir)
+    assert "gate" not in run.read_privacy() and not run.frames_dir("anonymized").exists()
+    result = run_to_end(anonymize_clip(clip, run_dir, settings, resume=True))
+    assert result.gate.verdict == NO_FACE and len(run.manifest("final")["done"]) == 6

@@ -208,3 +208,48 @@ def _add_stream(
     stream.options = {"crf": str(crf), "g": str(gop), "keyint_min": "1", "bf": "0"}
     stream.metadata.clear()
     return stream, pad
+
+
+def reencode(
+    source: str | Path,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    crf: int = 18,
+    odd_size: str = "yuv444",
+    on_damaged: str = "error",
+) -> ProgressGenerator[dict[str, Any]]:
+    """Re-encode a clip frame for frame with its exact timing (the CLI's ``export``).
+
+    Everything is checked before any decoding; then one decode-only pass finds damaged
+    frames (an error, or stood in for with ``on_damaged="repeat"``). Where the output
+    departs from the source's claims a JSON sidecar says how. Returns the output's probe
+    record with ``output`` and, when written, ``sidecar`` and the deviations.
+    """
+    from .project import atomic_write_json
+    from .video import DamagedFrameError, VideoReader, check_frames, damaged_frame_message, probe
+
+    check_encoding(crf, odd_size)
+    check_output(output, overwrite=overwrite, protect=[source])
+    info = yield from check_frames(probe(source))
+    if info.damaged and on_damaged == "error":
+        raise DamagedFrameError(
+            damaged_frame_message(info.path, list(info.damaged), info.frames, info.timing)
+        )
+    with VideoReader(source, info=info, on_damaged=on_damaged) as reader:
+        out = yield from export_frames(
+            reader.iter_frames(),
+            output,
+            info.timing,
+            overwrite=overwrite,
+            protect=[source],
+            crf=crf,
+            odd_size=odd_size,
+        )
+    result = {**probe(out).to_dict(), "output": str(out)}
+    record = info_record(info, on_damaged)
+    if record["deviations"]:  # every departure from the source is written down beside it
+        sidecar = Path(str(out) + ".json")
+        atomic_write_json(sidecar, {"tool": "napari-diffslva", "source": info.to_dict(), **record})
+        result.update(record, sidecar=str(sidecar))
+    return result

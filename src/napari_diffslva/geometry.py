@@ -23,7 +23,7 @@ class WorkingGeometry:
 
     @property
     def scale_yx(self) -> tuple[float, float]:
-        """Working pixels per source pixel along y and x."""
+        """Working pixels per source pixel along y and x (for points: the face track)."""
         return (self.work_hw[0] / self.source_hw[0], self.work_hw[1] / self.source_hw[1])
 
     def to_work(self, frame: np.ndarray) -> np.ndarray:
@@ -33,14 +33,6 @@ class WorkingGeometry:
     def to_source(self, frame: np.ndarray) -> np.ndarray:
         """Resize one working frame back to the source size."""
         return _resize(frame, self.source_hw)
-
-    def points_to_work(self, yx: np.ndarray) -> np.ndarray:
-        """Map (..., 2) points in (y, x) source pixels to working pixels."""
-        return np.asarray(yx, dtype=np.float64) * np.asarray(self.scale_yx)
-
-    def points_to_source(self, yx: np.ndarray) -> np.ndarray:
-        """Map (..., 2) points in (y, x) working pixels back to source pixels."""
-        return np.asarray(yx, dtype=np.float64) / np.asarray(self.scale_yx)
 
 
 def working_geometry(

@@ -10,16 +10,9 @@ tests check it without a viewer. Conventions:
   covering pixel columns ``x0 .. x1-1`` has its rectangle edges at ``x0 - 0.5`` and
   ``x1 - 0.5``. Working-size layers (edges, flow) get the ``scale``/``translate`` that
   lays each working pixel over the source pixels it was resized from.
-- Manual corrections go back to the run folder's ``edits.json`` (format below); the
-  ``edited`` column of the features tables says which frames a person changed.
-
-Edits format (``RunFolder.read_edits()``; :func:`~napari_diffslva.prepare.faces.apply_edits`
-reads ``boxes`` and ``status``, the prepare pipeline reads ``anchor`` and the masks)::
-
-    {"boxes":  {"12": [x0, y0, x1, y1], ...},        # source pixels, (x, y), edited boxes
-     "status": {"13": "lost" | "occluded" | "face"},  # "no face" / "face hidden" / confirmed
-     "anchor": {"frame": 20, "edited": true},         # the anchor frame a person chose
-     "masks":  [12, 13]}                              # frames with RUN/masks/<t:06d>.png
+- Manual corrections go back to the run folder's ``edits.json`` (format and operations:
+  :mod:`napari_diffslva.prepare.edits`); the ``edited`` column of the features tables
+  says which frames a person changed.
 """
 
 from __future__ import annotations
@@ -39,7 +32,6 @@ STATUS_COLORS = {
     "interpolated": (1.0, 0.8, 0.0, 1.0),
     "edited": (1.0, 0.2, 0.9, 1.0),
 }
-FRAME_STATUSES = ("lost", "occluded", "face")
 # Above this many mask pixels (T x H x W) the mask layer stays a lazy, read-only dask array.
 EAGER_MASK_PIXELS = 200_000_000
 
@@ -161,14 +153,6 @@ def anchor_to_points(
         "metadata": {"diffslva": {"kind": "anchor"}},
     }
     return np.array([[float(anchor), float(y), float(x)]]), kwargs, "points"
-
-
-def anchor_from_points(data: np.ndarray) -> int | None:
-    """The anchor frame of an anchor Points layer (the last point wins), or None if empty."""
-    data = np.asarray(data)
-    if data.size == 0:
-        return None
-    return int(round(float(data[-1, 0])))
 
 
 # -- per-frame images ----------------------------------------------------------------------
@@ -348,7 +332,7 @@ def prepared_layers(
     prepared, *, flow_kind: str = "prev", vectors: bool = False, vector_step: int = 16
 ) -> list[LayerDataTuple]:
     """Every prepare result that exists on disk, images first so the overlays stay on top."""
-    from .project import read_json
+    from .prepare.edits import anchor_edited
 
     layers: list[LayerDataTuple] = []
     if prepared.edges.complete:
@@ -364,8 +348,7 @@ def prepared_layers(
     layers.append(face_mask_layer(prepared))
     layers.append(landmarks_to_points(prepared.track))
     layers.append(track_to_shapes(prepared.track))
-    edits = read_json(prepared.run.edits_json, {})
-    edited = bool(edits.get("anchor", {}).get("edited", False))
+    edited = anchor_edited(prepared.run.read_edits())
     layers.append(
         anchor_to_points(
             prepared.anchor, prepared.track, (prepared.info.height, prepared.info.width), edited
@@ -374,70 +357,7 @@ def prepared_layers(
     return layers
 
 
-# -- edits (pure: each returns a new dict) -------------------------------------------------
-
-
-def _copy(edits: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
-    return copy.deepcopy(edits or {})
-
-
-def with_boxes(edits: dict[str, Any], boxes: dict[int, Iterable[float]]) -> dict[str, Any]:
-    """Edits plus box corrections ``{t: [x0, y0, x1, y1]}``; a new box clears a no-face mark."""
-    out = _copy(edits)
-    out.setdefault("boxes", {})
-    for t, box in boxes.items():
-        out["boxes"][str(int(t))] = [round(float(v), 2) for v in box]
-        if out.get("status", {}).get(str(int(t))) in ("lost", "occluded"):
-            del out["status"][str(int(t))]
-    return out
-
-
-def with_status(edits: dict[str, Any], frames: Iterable[int], status: str) -> dict[str, Any]:
-    """Edits with ``frames`` marked ``lost`` (no face), ``occluded`` or ``face`` (confirmed)."""
-    from .errors import SettingsError
-
-    if status not in FRAME_STATUSES:
-        raise SettingsError(f"frame status {status!r}: use one of {', '.join(FRAME_STATUSES)}")
-    out = _copy(edits)
-    out.setdefault("status", {})
-    for t in frames:
-        out["status"][str(int(t))] = status
-        if status != "face":
-            out.get("boxes", {}).pop(str(int(t)), None)
-    return out
-
-
-def with_anchor(edits: dict[str, Any], frame: int) -> dict[str, Any]:
-    out = _copy(edits)
-    out["anchor"] = {"frame": int(frame), "edited": True}
-    return out
-
-
-def with_masks(edits: dict[str, Any], frames: Iterable[int]) -> dict[str, Any]:
-    out = _copy(edits)
-    out["masks"] = sorted(set(out.get("masks", [])) | {int(t) for t in frames})
-    return out
-
-
-def without_frame_edits(edits: dict[str, Any], frames: Iterable[int]) -> dict[str, Any]:
-    """Edits with every box, status and mask correction of ``frames`` removed."""
-    out = _copy(edits)
-    drop = {int(t) for t in frames}
-    for key in ("boxes", "status"):
-        for t in list(out.get(key, {})):
-            if int(t) in drop:
-                del out[key][t]
-    if "masks" in out:
-        out["masks"] = [t for t in out["masks"] if int(t) not in drop]
-    return out
-
-
-def edited_frames(edits: dict[str, Any]) -> list[int]:
-    """Every frame a person corrected (box, status or mask)."""
-    frames = {int(t) for key in ("boxes", "status") for t in edits.get(key, {})}
-    return sorted(frames | {int(t) for t in edits.get("masks", [])})
+# -- box edits made in the Shapes layer ---------------------------------------------------
 
 
 def changed_boxes(
@@ -457,61 +377,6 @@ def changed_boxes(
     return moved, sorted(had - set(boxes))
 
 
-def propagate_box(
-    boxes: np.ndarray, old_box: Iterable[float], new_box: Iterable[float], frames: Iterable[int]
-) -> dict[int, list[float]]:
-    """Apply one box correction (``old_box`` -> ``new_box``) to ``frames``.
-
-    The shift of the centre and the change of size are applied to each frame's own box in
-    ``boxes`` (T, 4) ``[x0, y0, x1, y1]``, so a box nudged to cover the chin on one frame
-    covers it on the others while still following the face. Frames without a box (or a
-    correction that drew a new box, ``old_box`` NaN) get ``new_box`` as it is.
-    """
-    new = np.asarray(new_box, dtype=np.float64)
-    old = np.asarray(old_box, dtype=np.float64)
-    out: dict[int, list[float]] = {}
-    if np.isnan(old).any():
-        return {int(t): new.tolist() for t in frames}
-    shift = (new[:2] + new[2:]) / 2 - (old[:2] + old[2:]) / 2
-    scale = (new[2:] - new[:2]) / np.maximum(old[2:] - old[:2], 1e-6)
-    for t in frames:
-        box = np.asarray(boxes[t], dtype=np.float64)
-        if np.isnan(box).any():
-            out[int(t)] = new.tolist()
-            continue
-        centre = (box[:2] + box[2:]) / 2 + shift
-        half = (box[2:] - box[:2]) / 2 * scale
-        out[int(t)] = np.concatenate([centre - half, centre + half]).tolist()
-    return out
-
-
-# -- painted masks -------------------------------------------------------------------------
-
-
-def mask_path(run_root: str | Path, frame: int) -> Path:
-    return Path(run_root) / "masks" / f"{int(frame):06d}.png"
-
-
-def save_mask(run_root: str | Path, frame: int, labels: np.ndarray) -> Path:
-    """Store one painted mask (any label > 0 is face) as ``RUN/masks/<t:06d>.png`` (255)."""
-    import cv2
-
-    from .errors import DiffslvaError
-    from .project import atomic_write_bytes
-
-    ok, png = cv2.imencode(".png", np.where(np.asarray(labels) > 0, 255, 0).astype(np.uint8))
-    if not ok:
-        raise DiffslvaError(f"could not encode the mask of frame {frame} as PNG")
-    path = mask_path(run_root, frame)
-    atomic_write_bytes(path, png.tobytes())
-    return path
-
-
-def remove_masks(run_root: str | Path, frames: Iterable[int]) -> None:
-    for t in frames:
-        mask_path(run_root, t).unlink(missing_ok=True)
-
-
 # -- finished frames -----------------------------------------------------------------------
 
 
@@ -525,7 +390,7 @@ def run_frames_layer(
 ) -> LayerDataTuple:
     """Finished frames of a run folder as a lazy RGB layer; frames not done yet are black.
 
-    Reads ``RUN/frames/<stage>/<t:06d>.png`` when displayed, so reopening a long run costs
+    Reads a frame from the run folder when it is displayed, so reopening a long run costs
     nothing until you look at it. ``timing`` (``VideoTiming.to_dict()``) lets napari's
     *Save layer* keep the source's timing, as for layers opened by our reader.
     """

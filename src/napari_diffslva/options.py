@@ -4,8 +4,9 @@ A setting is a dataclass field made with :func:`option`: its default, its kind, 
 allowed values or range, its help text and the stage it belongs to live in one place.
 From that declaration come validation on construction (:func:`check`, type and range
 errors name the option and what it accepts), the CLI flags (:func:`add_flags`), config
-keys and batch CSV cells (:func:`parse_text`), widget choices (:func:`spec`) and the
-settings reference page (:func:`markdown`). A front that hand-writes an option's default
+keys and batch CSV cells (:func:`parse_text`), the napari widgets' fields
+(``_qt/settings_form.py``, from :func:`declared`) and the settings reference page
+(:func:`markdown`). A front that hand-writes an option's default
 or choices drifts; these functions are there so none has to.
 """
 
@@ -38,6 +39,7 @@ class Spec:
     cli: bool = True  # offered as a CLI flag (else config files and CSV only)
     #: choices a string setting also accepts but does not list (e.g. ``cuda:1``)
     prefixes_ok: tuple[str, ...] = ()
+    path: bool = False  # a file on this computer (widgets offer a Browse button)
 
     def allowed(self) -> str:
         """The accepted values in words, for errors and docs."""
@@ -120,58 +122,75 @@ def check(instance: Any) -> None:
 
 
 def _checked(name: str, value: Any, s: Spec) -> Any:
-    def bad() -> SettingsError:
-        return SettingsError(f"setting {name}={value!r}: use {s.allowed()}")
+    """``value`` normalised, or :class:`SettingsError` naming the setting and what it accepts."""
+    if value is None and s.nullable:
+        return None
+    fixed = _CHECKS[s.kind](value, s) if value is not None else _BAD
+    if fixed is _BAD:
+        raise SettingsError(f"setting {name}={value!r}: use {s.allowed()}")
+    return fixed
 
-    if value is None:
-        if s.nullable:
-            return None
-        raise bad()
-    if s.kind == "bool":
-        if not isinstance(value, bool):
-            raise bad()
+
+_BAD = object()  # what a check returns for a value the setting does not accept
+
+
+def _check_bool(value: Any, s: Spec) -> Any:
+    return value if isinstance(value, bool) else _BAD
+
+
+def _check_number(value: Any, s: Spec) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _BAD
+    if s.kind == "int" and not isinstance(value, int):
+        return _BAD
+    if s.low is not None and (value <= s.low if s.low_open else value < s.low):
+        return _BAD
+    if s.high is not None and value > s.high:
+        return _BAD
+    return float(value) if s.kind == "float" and not isinstance(value, float) else value
+
+
+def _check_str(value: Any, s: Spec) -> Any:
+    if not isinstance(value, str):
+        return _BAD
+    if s.choices is None or value in s.choices:
         return value
-    if s.kind in ("int", "float"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad()
-        if s.kind == "int" and not isinstance(value, int):
-            raise bad()
-        if s.low is not None and (value <= s.low if s.low_open else value < s.low):
-            raise bad()
-        if s.high is not None and value > s.high:
-            raise bad()
-        return float(value) if s.kind == "float" and not isinstance(value, float) else value
-    if s.kind == "str":
-        if not isinstance(value, str):
-            raise bad()
-        if (
-            s.choices is not None
-            and value not in s.choices
-            and not any(value.startswith(p) and value[len(p) :].isdigit() for p in s.prefixes_ok)
-        ):
-            raise bad()
-        return value
-    if s.kind == "fractions":
-        if (
-            not isinstance(value, list | tuple)
-            or len(value) != 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-            or not 0.0 <= value[0] <= value[1] <= 1.0
-        ):
-            raise bad()
-        return tuple(float(v) for v in value)
-    # prefixes: a preset name (choices) or a non-empty list of non-empty prefixes
+    prefixed = any(value.startswith(p) and value[len(p) :].isdigit() for p in s.prefixes_ok)
+    return value if prefixed else _BAD
+
+
+def _check_fractions(value: Any, s: Spec) -> Any:
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not 0.0 <= value[0] <= value[1] <= 1.0
+    ):
+        return _BAD
+    return tuple(float(v) for v in value)
+
+
+def _check_prefixes(value: Any, s: Spec) -> Any:
+    """A preset name (one of the choices) or a non-empty list of non-empty prefixes."""
     if isinstance(value, str):
-        if s.choices is not None and value not in s.choices:
-            raise bad()
-        return value
+        return value if s.choices is None or value in s.choices else _BAD
     if (
         not isinstance(value, list | tuple)
         or not value
         or not all(isinstance(p, str) and p for p in value)
     ):
-        raise bad()
+        return _BAD
     return tuple(value)
+
+
+_CHECKS = {
+    "bool": _check_bool,
+    "int": _check_number,
+    "float": _check_number,
+    "str": _check_str,
+    "fractions": _check_fractions,
+    "prefixes": _check_prefixes,
+}
 
 
 def unknown_keys(

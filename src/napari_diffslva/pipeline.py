@@ -26,7 +26,7 @@ from .engine.settings import EngineSettings
 from .errors import DiffslvaError, SettingsError
 from .options import check, declared, option, unknown_keys
 from .prepare.pipeline import Prepared, PrepareSettings, prepare_clip
-from .progress import Progress, ProgressGenerator
+from .progress import Progress, ProgressGenerator, StopCheck
 from .project import RunFolder, settings_key
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 FACE_MODULES = ("warp", "reenact", "off")
 FINAL = "final"
-LEAKING_PREFIX = "LEAKING-IDENTITY-"  # the name of a held-back result (fail_on_leak)
 # keys both settings objects have: set once, from the engine side
 _SHARED = ("anchor", "short_side", "offline", "device")
 
@@ -60,6 +59,7 @@ class AnonymizeSettings:
         kind="str",
         stage="face",
         nullable=True,
+        path=True,
     )
     gate_tries: int = option(
         3,
@@ -116,6 +116,14 @@ class AnonymizeSettings:
         flat.update(self.engine.to_dict())
         flat.update({f.name: getattr(self, f.name) for f, _ in declared(type(self))})
         return flat
+
+    @classmethod
+    def for_prepared(cls, prepare: PrepareSettings, flat: dict[str, Any]) -> AnonymizeSettings:
+        """The settings of a run on a clip prepared with ``prepare``: every prepare setting
+        is kept (nothing the user chose there is dropped), ``flat`` adds the engine, face and
+        run settings; its ``device`` and ``offline`` win, as for every run."""
+        kept = {k: v for k, v in prepare.to_dict().items() if k not in ("device", "offline")}
+        return cls.from_flat({**kept, **flat})
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> AnonymizeSettings:
@@ -180,12 +188,15 @@ def anonymize_clip(
     *,
     resume: bool = False,
     style_reference: StyleReference | None = None,
+    should_stop: StopCheck | None = None,
 ) -> ProgressGenerator[AnonymizeResult]:
     """Prepare, translate and restore faces; finished frames land in ``run_dir``.
 
     ``style_reference``: a group's first view's anchor style (see :mod:`.engine.style`).
     Yields progress; frames of the ``translate`` and ``face`` stages carry
-    ``payload=(index, rgb_at_source_size)``. Closing the generator cancels between frames.
+    ``payload=(index, rgb_at_source_size)``. Closing the generator cancels between frames;
+    ``should_stop()`` turning true cancels within one denoising step (:class:`Cancelled`).
+    Either way the run folder resumes (``resume=True``).
     """
     from .engine.models import load_models
     from .engine.translate import translate_clip
@@ -197,12 +208,18 @@ def anonymize_clip(
     run = prepared.run
     models = load_models(engine)
     engine, gate = yield from gate_engine(
-        prepared, models, engine, settings.gate_tries, style_reference
+        prepared, models, engine, settings.gate_tries, style_reference, should_stop
     )
     run.write_settings("anonymize", replace(settings, engine=engine).to_flat())
     to_source = prepared.geometry.to_source
     gen = translate_clip(
-        prepared, models, engine, run, resume=resume, style_reference=style_reference
+        prepared,
+        models,
+        engine,
+        run,
+        resume=resume,
+        style_reference=style_reference,
+        should_stop=should_stop,
     )
     try:
         while True:
@@ -319,8 +336,8 @@ def export_result(
     ``source`` on the left) plus ``output.json``: settings, model ids, tool version, source
     timing — never the source file name.
     """
-    from .export import check_output, export_frames, source_record
-    from .video import VideoReader, VideoTiming, probe
+    from .export import check_output, export_frames
+    from .video import VideoTiming
 
     run = RunFolder(run_dir)
     meta = run.read_run()
@@ -341,52 +358,73 @@ def export_result(
         frames, out, timing, overwrite=overwrite, protect=[source] if source else []
     )
     if side_by_side is not None:
-        if source is None:
-            raise DiffslvaError("a side-by-side video needs the original clip (source=...)")
-        info = probe(source)
-        if info.content_hash != meta["content_hash"]:
-            raise DiffslvaError(f"{source}: not the video this run folder was made from")
-        with VideoReader(source, info=info, on_damaged="repeat") as reader:
-            pairs = (
-                np.concatenate([reader[i], run.read_frame(FINAL, i)], axis=1)
-                for i in range(timing.frames)
-            )
-            yield from export_frames(
-                pairs, side_by_side, timing, overwrite=overwrite, protect=[source]
-            )
+        yield from _export_side_by_side(run, meta, timing, side_by_side, source, overwrite)
     if sidecar:
-        from .project import atomic_write_json
-
-        atomic_write_json(
-            Path(str(out) + ".json"),
-            {
-                "tool": "napari-diffslva",
-                "version": __version__,
-                "anonymize": run.read_settings("anonymize"),
-                "source": {
-                    k: meta["source"].get(k)
-                    for k in (
-                        "frames",
-                        "rate",
-                        "fps",
-                        "width",
-                        "height",
-                        "duration",
-                        "content_hash",
-                        "header_frames",
-                        "header_duration",
-                        "end_missing",
-                        "edit_list",
-                        "damaged_frames",
-                    )
-                },
-                **source_record(meta),
-                "edge_model": meta.get("edge_model"),
-                "privacy": _privacy_record(run),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+        _write_sidecar(run, meta, out)
     return out
+
+
+def _export_side_by_side(
+    run: RunFolder,
+    meta: dict[str, Any],
+    timing: Any,
+    path: str | Path,
+    source: str | Path | None,
+    overwrite: bool,
+) -> ProgressGenerator[Path]:
+    """The original (left) beside the finished frames, with the same timing."""
+    from .export import export_frames
+    from .video import VideoReader, probe
+
+    if source is None:
+        raise DiffslvaError("a side-by-side video needs the original clip (source=...)")
+    info = probe(source)
+    if info.content_hash != meta["content_hash"]:
+        raise DiffslvaError(f"{source}: not the video this run folder was made from")
+    with VideoReader(source, info=info, on_damaged="repeat") as reader:
+        pairs = (
+            np.concatenate([reader[i], run.read_frame(FINAL, i)], axis=1)
+            for i in range(timing.frames)
+        )
+        return (
+            yield from export_frames(pairs, path, timing, overwrite=overwrite, protect=[source])
+        )
+
+
+_SIDECAR_SOURCE_KEYS = (
+    "frames",
+    "rate",
+    "fps",
+    "width",
+    "height",
+    "duration",
+    "content_hash",
+    "header_frames",
+    "header_duration",
+    "end_missing",
+    "edit_list",
+    "damaged_frames",
+)
+
+
+def _write_sidecar(run: RunFolder, meta: dict[str, Any], out: Path) -> None:
+    """``OUT.json``: settings, tool version and the source's timing, never its name."""
+    from .export import source_record
+    from .project import atomic_write_json
+
+    atomic_write_json(
+        Path(str(out) + ".json"),
+        {
+            "tool": "napari-diffslva",
+            "version": __version__,
+            "anonymize": run.read_settings("anonymize"),
+            "source": {k: meta["source"].get(k) for k in _SIDECAR_SOURCE_KEYS},
+            **source_record(meta),
+            "edge_model": meta.get("edge_model"),
+            "privacy": _privacy_record(run),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
 
 
 def _privacy_record(run: RunFolder) -> dict[str, Any]:
@@ -412,32 +450,26 @@ def anonymize(
     overwrite: bool = False,
     side_by_side: str | Path | None = None,
     style_reference: StyleReference | None = None,
+    should_stop: StopCheck | None = None,
 ) -> ProgressGenerator[AnonymizeResult]:
     """:func:`anonymize_clip` then :func:`export_result`: the CLI's and batch's one call."""
     from .export import check_output
 
     settings = settings or AnonymizeSettings()
     out = check_output(output, overwrite=overwrite, protect=[video])
-    run_dir = Path(run_dir) if run_dir else default_run_dir(out)
+    run_dir = Path(run_dir) if run_dir else RunFolder.beside(out).root
     result = yield from anonymize_clip(
-        video, run_dir, settings, resume=resume, style_reference=style_reference
+        video,
+        run_dir,
+        settings,
+        resume=resume,
+        style_reference=style_reference,
+        should_stop=should_stop,
     )
     if result.leaking and settings.fail_on_leak:  # kept out of the output location
         result.held_back = True
-        out, side_by_side, overwrite = held_back_path(run_dir, out), None, True
+        out, side_by_side, overwrite = RunFolder(run_dir).held_back_export(out), None, True
     result.output = yield from export_result(
         run_dir, out, overwrite=overwrite, side_by_side=side_by_side, source=video
     )
     return result
-
-
-def held_back_path(run_dir: str | Path, output: str | Path) -> Path:
-    """Where a result that still shows the signer goes with ``fail_on_leak``: into the
-    run folder, under a name that says so."""
-    return Path(run_dir) / f"{LEAKING_PREFIX}{Path(output).name}"
-
-
-def default_run_dir(output: str | Path) -> Path:
-    """``OUT.mp4`` -> ``OUT.diffslva-run/`` beside it (named after the output, not the source)."""
-    out = Path(output)
-    return out.with_name(out.stem + ".diffslva-run")

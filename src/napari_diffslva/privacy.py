@@ -9,6 +9,7 @@ front shows: the CLI prints them, the GUI and the batch runner can show them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from .audit.gate import LEAK, OFF, AnchorLeakError, GateResult, anchor_gate
 from .progress import ProgressGenerator
-from .project import RunFolder, settings_key
+from .project import settings_key
 
 if TYPE_CHECKING:
     from .audit.result import IdentityResult
@@ -46,13 +47,15 @@ def gate_engine(
     engine: EngineSettings,
     tries: int,
     style_reference: StyleReference | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ProgressGenerator[tuple[EngineSettings, GateResult]]:
     """The engine settings the clip is translated with (the first seed, from
     ``engine.seed`` on, whose anchor face is not the signer) and the gate's result.
 
-    ``tries=0`` turns the gate off. A result for the same clip, control maps and settings
-    is reused from the run folder, so a resumed run does not translate the anchor again.
-    Raises :class:`~napari_diffslva.audit.gate.AnchorLeakError` when every try leaks.
+    ``tries=0`` turns the gate off; ``should_stop`` cancels within a denoising step. A
+    result for the same clip, control maps and settings is reused from the run folder,
+    so a resumed run does not translate the anchor again. Raises
+    :class:`~napari_diffslva.audit.gate.AnchorLeakError` when every try leaks.
     """
     anchor = prepared.anchor
     if tries == 0:
@@ -73,7 +76,11 @@ def gate_engine(
 
     def translate(seed: int) -> np.ndarray:
         rgb = engine_translate.translate_anchor(
-            prepared, models, replace(engine, seed=seed), style_reference=style_reference
+            prepared,
+            models,
+            replace(engine, seed=seed),
+            style_reference=style_reference,
+            should_stop=should_stop,
         )
         return prepared.geometry.to_source(rgb)
 
@@ -126,25 +133,12 @@ class SelfAudit:
         }
 
 
-class _FinishedFrames:
-    """The run folder's finished frames of one stage as a read-only sequence."""
-
-    def __init__(self, run: RunFolder, stage: str, count: int) -> None:
-        self.run, self.stage, self.count = run, stage, count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self.run.read_frame(self.stage, index)
-
-
 def self_audit(prepared: Prepared, stage: str) -> ProgressGenerator[SelfAudit]:
     """Audit the identity of the run's finished frames of ``stage`` against the original,
     on every frame where the original's face is tracked; recorded in the run folder."""
     from .audit.run import audit_identity
 
-    finished = _FinishedFrames(prepared.run, stage, prepared.info.frames)
+    finished = prepared.run.frame_sequence(stage, prepared.info.frames)
     identity, notes = yield from audit_identity(prepared.reader, finished, prepared.track)
     audit = SelfAudit(identity, notes)
     prepared.run.write_privacy("self_audit", audit.to_dict())

@@ -6,10 +6,15 @@ Layout (every stage writes only its own names; all writes are atomic)::
       run.json                 source info (content hash, timing, size), tool version
       settings.json            the settings of the last run of each stage
       cache/<stage>-<key>.npz  cached inputs (edges, flow, faces), key = hash(video, settings)
-      edits.json               manual corrections (face boxes, masks, anchor), ``edited`` flags
+      edits.json               manual corrections (face boxes, anchor; format: prepare.edits)
+      masks/000123.png         face masks a person painted (255 = face)
       privacy.json             the anchor's identity gate and the result's self-audit
+      LEAKING-IDENTITY-<name>  an export held back because it still shows the signer
       frames/<stage>/000123.png  finished output frames, one file each
       frames/<stage>/manifest.json  which frames are done, with the settings hash
+      state/, style_reference.json  the engine's resume state and anchor style
+
+Only :class:`RunFolder` knows these names; everything else asks it.
 
 The napari session, the CLI and the batch runner share this format, so a clip can be
 prepared and corrected in napari and anonymized on a GPU server. Original frames are
@@ -22,6 +27,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +113,21 @@ def read_json(path: Path, default: Any = None) -> Any:
         ) from exc
 
 
+RUN_SUFFIX = ".diffslva-run"
+
+
+LEAKING_PREFIX = "LEAKING-IDENTITY-"  # the name of a held-back export
+
+
 class RunFolder:
     """A run folder on disk; cheap to construct, every method reads or writes files."""
+
+    @classmethod
+    def beside(cls, output: str | os.PathLike) -> RunFolder:
+        """``OUT.mp4`` -> ``OUT.diffslva-run/`` beside it (named after the output, never
+        after the source, whose name may identify the signer)."""
+        out = Path(output)
+        return cls(out.with_name(out.stem + RUN_SUFFIX))
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
@@ -201,6 +220,37 @@ class RunFolder:
         self.ensure()
         atomic_write_json(self.privacy_json, record_all)
 
+    def held_back_export(self, output: str | os.PathLike) -> Path:
+        """Where an export that still shows the signer goes instead of ``output``
+        (``fail_on_leak``): into the run folder, under a name that says so."""
+        return self.root / f"{LEAKING_PREFIX}{Path(output).name}"
+
+    # -- painted face masks ---------------------------------------------------------------
+    def mask_path(self, index: int) -> Path:
+        return self.root / "masks" / f"{int(index):06d}.png"
+
+    def read_mask(self, index: int) -> np.ndarray | None:
+        """The face mask a person painted for frame ``index`` (float32 0/1), or None."""
+        import cv2
+
+        path = self.mask_path(index)
+        if not path.is_file():
+            return None
+        return (cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 0).astype(np.float32)
+
+    def write_mask(self, index: int, labels: np.ndarray) -> None:
+        """Store a painted mask (any label > 0 is face), atomically."""
+        import cv2
+
+        ok, png = cv2.imencode(".png", np.where(np.asarray(labels) > 0, 255, 0).astype(np.uint8))
+        if not ok:
+            raise DiffslvaError(f"could not encode the mask of frame {index} as PNG")
+        atomic_write_bytes(self.mask_path(index), png.tobytes())
+
+    def remove_masks(self, frames: Iterable[int]) -> None:
+        for t in frames:
+            self.mask_path(t).unlink(missing_ok=True)
+
     # -- streamed output frames -----------------------------------------------------------
     def frames_dir(self, stage: str) -> Path:
         return self.root / "frames" / stage
@@ -242,12 +292,33 @@ class RunFolder:
             man.setdefault("stats", {})[str(index)] = extra
         atomic_write_json(self.frames_dir(stage) / "manifest.json", man)
 
+    def missing_frames(self, stage: str, frames: int) -> list[int]:
+        """Frames of ``0 .. frames-1`` that have no file in ``stage`` (whatever their key)."""
+        return [i for i in range(frames) if not self.frame_path(stage, i).is_file()]
+
+    def frame_sequence(self, stage: str, frames: int) -> StageFrames:
+        """The finished frames of ``stage`` as a read-only sequence (read on access)."""
+        return StageFrames(self, stage, frames)
+
     def done_frames(self, stage: str, key: str) -> set[int]:
         """Frames finished under settings ``key`` whose files exist; others count as not done."""
         man = self.manifest(stage)
         if man.get("key") != key:
             return set()
         return {i for i in man["done"] if self.frame_path(stage, i).is_file()}
+
+
+class StageFrames:
+    """A stage's finished frames as a sequence: ``len()`` and ``[i]`` -> uint8 RGB."""
+
+    def __init__(self, run: RunFolder, stage: str, frames: int) -> None:
+        self.run, self.stage, self.frames = run, stage, frames
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.run.read_frame(self.stage, int(index))
 
 
 class FrameStore:

@@ -364,90 +364,123 @@ class _Packet:
     duration: int
 
 
-def _probe_video(p: Path) -> VideoInfo:
+@dataclass(frozen=True)
+class _Header:
+    """What the container claims about its video stream."""
+
+    codec: str
+    time_base: Fraction
+    nominal: Fraction | None  # the frame rate the header gives, if any
+    start: int | None
+    duration: int | None  # in time_base units
+    frames: int | None
+    seconds: float | None  # the video's duration in seconds, when the header has it
+
+
+def _header(container, stream) -> _Header:
     import av
 
+    time_base = Fraction(stream.time_base)
+    if stream.duration:
+        seconds = float(stream.duration * time_base)
+    elif container.duration and len(container.streams) == 1:
+        # Matroska keeps only the file's duration: the video's own only when it is
+        # the only stream (with audio it is the longer of the two)
+        seconds = container.duration / av.time_base
+    else:
+        seconds = None
+    return _Header(
+        codec=stream.codec_context.name if stream.codec_context else "unknown",
+        time_base=time_base,
+        nominal=stream.average_rate or stream.guessed_rate,
+        start=stream.start_time,
+        duration=stream.duration,
+        frames=int(stream.frames or 0) or None,
+        seconds=seconds,
+    )
+
+
+def _demux(container, stream) -> tuple[list[_Packet], bool]:
+    """Every packet of the stream in decode order, and whether data was lost on the way
+    (the demuxer stopped on an error or handed out a short packet)."""
+    import av
+
+    packets: list[_Packet] = []
+    data_lost = False
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if packet.is_corrupt:
+                data_lost = True
+            packets.append(
+                _Packet(
+                    int(packet.pts),
+                    bool(packet.is_keyframe),
+                    bool(packet.is_discard),
+                    int(packet.duration or 0),
+                )
+            )
+    except av.error.FFmpegError:
+        data_lost = True  # the packets read so far are kept; the tail check decides
+    return packets, data_lost
+
+
+def _timing(header: _Header, packets: list[_Packet], last: int) -> VideoTiming:
+    """The timing of the frames up to packet ``last`` (the last one that decodes)."""
+    pts = sorted(pk.pts for pk in packets[: last + 1] if not pk.hidden)
+    durations = {pk.pts: pk.duration for pk in packets}
+    steps = np.diff(pts)
+    typical = int(np.median(steps)) if steps.size else 0
+    if steps.size == 0:
+        rate = Fraction(header.nominal or 25)
+        typical = round(1 / (rate * header.time_base)) if rate else 1
+    else:
+        rate = Fraction(header.nominal or 1 / (typical * header.time_base))
+    end = pts[-1] + (durations.get(pts[-1]) or typical or 1)
+    if header.duration and header.start is not None:
+        stream_end = int(header.start + header.duration)
+        if pts[-1] < stream_end <= pts[-1] + 4 * max(typical, 1):
+            end = stream_end
+    return VideoTiming(rate=rate, time_base=header.time_base, pts=tuple(pts), end_pts=end)
+
+
+def _probe_video(p: Path) -> VideoInfo:
     with _open_container(p) as container:
         if not container.streams.video:
             raise VideoError(f"{p}: has no video stream")
         stream = container.streams.video[0]
-        codec = stream.codec_context.name if stream.codec_context else "unknown"
-        time_base = Fraction(stream.time_base)
-        nominal = stream.average_rate or stream.guessed_rate
-        stream_start, stream_duration = stream.start_time, stream.duration
-        header_frames = int(stream.frames or 0) or None
-        if stream_duration:
-            header_duration = float(stream_duration * time_base)
-        elif container.duration and len(container.streams) == 1:
-            # Matroska keeps only the file's duration: the video's own only when it is
-            # the only stream (with audio it is the longer of the two)
-            header_duration = container.duration / av.time_base
-        else:
-            header_duration = None
-        packets: list[_Packet] = []
-        data_lost = False  # the demuxer stopped on an error or handed out a short packet
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0 or packet.pts is None:
-                    continue
-                if packet.is_corrupt:
-                    data_lost = True
-                packets.append(
-                    _Packet(
-                        int(packet.pts),
-                        bool(packet.is_keyframe),
-                        bool(packet.is_discard),
-                        int(packet.duration or 0),
-                    )
-                )
-        except av.error.FFmpegError:
-            data_lost = True  # the packets read so far are kept; the tail check decides
-        shown = sorted(pk.pts for pk in packets if not pk.hidden)
-        if not shown:
-            raise VideoError(f"{p}: contains no video frames")
-        if len(set(shown)) != len(shown):
-            raise VideoError(f"{p}: duplicate frame timestamps; remux the file with ffmpeg first")
-
+        header = _header(container, stream)
+        packets, data_lost = _demux(container, stream)
+    shown = sorted(pk.pts for pk in packets if not pk.hidden)
+    if not shown:
+        raise VideoError(f"{p}: contains no video frames")
+    if len(set(shown)) != len(shown):
+        raise VideoError(f"{p}: duplicate frame timestamps; remux the file with ffmpeg first")
     first = _decode_first(p)  # proves the codec is supported and gives rotation
     last = _last_decodable(p, packets)
     if last is None:
         raise VideoError(f"{p}: no frame could be decoded; the file is damaged or truncated")
-    pts = sorted(pk.pts for pk in packets[: last + 1] if not pk.hidden)
-    durations = {pk.pts: pk.duration for pk in packets}
+    timing = _timing(header, packets, last)
     rotation = _rotation_of(first)
-    steps = np.diff(pts)
-    typical = int(np.median(steps)) if steps.size else 0
-    if steps.size == 0:
-        rate = Fraction(nominal or 25)
-        typical = round(1 / (rate * time_base)) if rate else 1
-    else:
-        rate = Fraction(nominal or 1 / (typical * time_base))
-    end = pts[-1] + (durations.get(pts[-1]) or typical or 1)
-    if stream_duration and stream_start is not None:
-        stream_end = int(stream_start + stream_duration)
-        if pts[-1] < stream_end <= pts[-1] + 4 * max(typical, 1):
-            end = stream_end
-    w, h = first.width, first.height
-    if rotation in (90, 270):
-        w, h = h, w
+    w, h = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
     _check_size(p, w, h)
-    timing = VideoTiming(rate=rate, time_base=time_base, pts=tuple(pts), end_pts=end)
     # The end is missing when packets past the last decodable frame exist but do not decode,
     # or when the stream stops more than a frame short of the duration the header claims.
-    short = header_duration is not None and header_duration > timing.duration + 1.5 / rate
+    short = header.seconds is not None and header.seconds > timing.duration + 1.5 / timing.rate
     return VideoInfo(
         path=p,
         timing=timing,
         width=w,
         height=h,
-        codec=codec,
+        codec=header.codec,
         pix_fmt=str(first.format.name),
         rotation=rotation,
         content_hash=_sha256([p]),
         kind="video",
-        header_frames=header_frames,
-        header_duration=None if header_duration is None else round(header_duration, 6),
-        end_missing=len(pts) < len(shown) or short or data_lost,
+        header_frames=header.frames,
+        header_duration=None if header.seconds is None else round(header.seconds, 6),
+        end_missing=timing.frames < len(shown) or short or data_lost,
         edit_list=any(pk.hidden for pk in packets),
     )
 

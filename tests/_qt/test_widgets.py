@@ -52,7 +52,7 @@ def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbo
     widget = PrepareWidget(viewer)
     widget.video.set_path(clip)
     widget.run_dir.set_path(tmp_path / "run")
-    widget.short_side.setValue(64)
+    widget.form.set_values({"short_side": 64})
     widget.vectors.setChecked(True)
     seen = []  # which layers exist whenever a progress event of a stage arrives
     on_event = widget._on_event
@@ -185,12 +185,14 @@ def test_anonymize_form_and_a_clear_error(make_napari_viewer, qtbot, clip, prepa
     _open(viewer, qtbot, clip, run_dir)
     widget = AnonymizeWidget(viewer)
     assert "a superman in blue uniform is making gestures" in PROMPT_PRESETS
-    assert [widget.device.itemText(i) for i in range(widget.device.count())][0] == "auto"
-    widget.prompt.setCurrentIndex(3)
-    widget.steps.setValue(3)
-    widget.face_module.setCurrentText("off")
-    widget.offline.setChecked(True)
-    widget.model.setText(str(tmp_path / "no-such-model"))
+    fields = widget.form.fields
+    device = fields["device"].widget
+    assert [device.itemText(i) for i in range(device.count())][0] == "auto"
+    fields["prompt"].widget.setCurrentIndex(3)
+    fields["steps"].widget.setValue(3)
+    fields["face_module"].widget.setCurrentText("off")
+    fields["offline"].widget.setChecked(True)
+    fields["model"].widget.setText(str(tmp_path / "no-such-model"))
     flat = widget.settings().to_flat()
     assert flat["prompt"] == PROMPT_PRESETS[3] and flat["steps"] == 3
     assert flat["short_side"] == 64 and flat["face_module"] == "off" and flat["offline"]
@@ -263,3 +265,56 @@ def test_export_keeps_timing_and_writes_sidecar(
     job = widget.export()
     qtbot.waitUntil(lambda: not job.running, timeout=WAIT)
     assert job.error is not None and "exists" in str(job.error)
+
+
+def test_anonymize_cancel_lands_within_one_denoising_step(
+    make_napari_viewer, qtbot, clip, prepared_dir, tmp_path, tiny_models_dir, count_steps
+):
+    """Cancel pressed while a step runs: that step finishes, no other starts; Resume keeps
+    the finished frame and does the rest."""
+    import threading
+
+    from napari_diffslva._qt.anonymize_widget import AnonymizeWidget
+    from napari_diffslva.project import RunFolder
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared_dir, run_dir)
+    viewer = make_napari_viewer()
+    _open(viewer, qtbot, clip, run_dir)
+    widget = AnonymizeWidget(viewer)
+    widget.form.set_values(
+        {
+            "model": str(tiny_models_dir / "sd"),
+            "controlnet": str(tiny_models_dir / "controlnet"),
+            "offline": True,
+            "device": "cpu",
+            "steps": 4,
+            "face_module": "off",
+        }
+    )
+    settings = widget.settings()
+    per_pass = settings.engine.steps - settings.engine.start_step  # the anchor's steps
+    steps = count_steps(settings.to_flat())
+    in_step, pressed = threading.Event(), threading.Event()
+
+    def wait_for_cancel():  # in the worker thread, inside a denoising step
+        in_step.set()
+        assert pressed.wait(WAIT / 1000)
+
+    pressed_at = per_pass + 2  # the second step of the first frame after the anchor
+    steps.at(pressed_at, wait_for_cancel)
+    job = widget.run()
+    qtbot.waitUntil(in_step.is_set, timeout=WAIT)
+    widget.cancel_button.click()
+    pressed.set()
+    qtbot.waitUntil(lambda: not job.running, timeout=WAIT)
+    assert job.error is None and "Cancelled" in widget.status.text()
+    assert steps.calls == pressed_at
+    run = RunFolder(run_dir)
+    assert run.manifest("anonymized")["done"] == [session_for(viewer).prepared.anchor]
+
+    steps.reset()
+    widget.resume_button.click()
+    _finish(qtbot, widget.job)
+    assert steps.calls == per_pass + 2 * per_pass * 5  # the anchor again, then 5 frames
+    assert "Done: 6 frames" in widget.status.text()

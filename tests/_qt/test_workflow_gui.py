@@ -54,11 +54,15 @@ def _finish(qtbot, job):
 
 def _set_tiny_models(anonymize, tiny_models, steps: int) -> None:
     sd_dir, controlnet_dir = tiny_models
-    anonymize.model.setText(str(sd_dir))
-    anonymize.controlnet.setText(str(controlnet_dir))
-    anonymize.offline.setChecked(True)
-    anonymize.steps.setValue(steps)
-    anonymize.device.setCurrentText("cpu")
+    anonymize.form.set_values(
+        {
+            "model": str(sd_dir),
+            "controlnet": str(controlnet_dir),
+            "offline": True,
+            "steps": steps,
+            "device": "cpu",
+        }
+    )
 
 
 class _Ticks:
@@ -91,7 +95,7 @@ def test_full_workflow(make_napari_viewer, qtbot, clip, tiny_models, tmp_path):
     # 1 prepare (the opened layer is the original: found by content, not opened again)
     prepare.video.set_path(clip)
     prepare.run_dir.set_path(run_dir)
-    prepare.short_side.setValue(64)
+    prepare.form.set_values({"short_side": 64})
     prepare.prepare_button.click()
     _finish(qtbot, prepare.job)
     assert [layer.name for layer in viewer.layers].count("original") == 1
@@ -119,7 +123,7 @@ def test_full_workflow(make_napari_viewer, qtbot, clip, tiny_models, tmp_path):
 
     def cancel_at_first_frame(event):
         on_event(event)
-        if event.payload is not None and anonymize.cancel_button.isEnabled():
+        if event.stage == "translate" and anonymize.cancel_button.isEnabled():
             anonymize.cancel_button.click()
 
     anonymize._on_event = cancel_at_first_frame

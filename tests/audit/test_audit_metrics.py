@@ -177,3 +177,28 @@ def test_report_is_self_contained(audits, tmp_path):
     assert base64.b64decode(images[0])[:4] == b"\x89PNG"
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the page
     assert "no face" in page and "0.6" in page
+
+
+def test_audit_run_reads_a_run_folder_and_flags_what_a_person_should_check(clip_head, tmp_path):
+    """A run folder whose finished frames are the original ones (a total leak, with two
+    frames whose face is blurred away): every frame is flagged, each with its reason."""
+    from napari_diffslva.audit.run import audit_run
+    from napari_diffslva.pipeline import FINAL
+    from napari_diffslva.prepare.pipeline import PrepareSettings, prepare_clip
+
+    clip = clip_head("asl_house.gif", 6)
+    prepared = run_to_end(
+        prepare_clip(clip, tmp_path / "run", PrepareSettings(short_side=64), ("faces",))
+    )
+    frames = read_frames(clip)
+    with pytest.raises(SettingsError, match="6 of 6 frames are not anonymized yet"):
+        run_to_end(audit_run(prepared))
+    blurred = blur_faces(frames[4:], grow=0.6)
+    for i, frame in enumerate([*frames[:4], *blurred]):
+        prepared.run.write_frame(FINAL, i, frame)
+    result = run_to_end(audit_run(prepared))
+    flags = result.flagged_frames()
+    assert [t for t, _ in flags] == sorted(t for t, _ in flags)
+    assert {t for t, why in flags if why.startswith("identity leak")} == {0, 1, 2, 3}
+    assert {t for t, _ in flags} == set(range(6))
+    assert result.to_json()["flagged_frames"][0] == {"frame": flags[0][0], "why": flags[0][1]}

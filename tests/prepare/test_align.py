@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from napari_diffslva.prepare.align import (
     alignment_transforms,
     crop_face,
-    invert_transform,
     paste_back,
     transform_points,
 )
@@ -61,9 +61,8 @@ def test_inverse_maps_crop_landmarks_back(clip):
     box_src = track.boxes[10].reshape(2, 2)
     corners = transform_points(np.array([box_src[0], box_src[1]]), M)
     in_crop = face_landmarks(crop, FaceBox(*corners.min(0), *corners.max(0)))
-    back = transform_points(in_crop, invert_transform(M))
+    back = transform_points(in_crop, cv2.invertAffineTransform(M))
     assert np.abs(back - track.landmarks[10]).mean() < 1.5
-    assert np.allclose(invert_transform(invert_transform(M)), M)
 
 
 def test_paste_back_reproduces_the_crop_region(clip):

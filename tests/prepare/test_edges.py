@@ -158,7 +158,8 @@ def _edge_events(gen) -> tuple[int, object]:
         try:
             events.append(next(gen))
         except StopIteration as stop:
-            return sum(e.stage == "edges" for e in events), stop.value
+            # edge frames computed (the stage's "done" event carries the prepared clip)
+            return sum(e.stage == "edges" and e.payload is None for e in events), stop.value
 
 
 def test_soft_edge_cache_is_never_taken_for_hed(hed_h5, short_clip, tmp_path, monkeypatch):

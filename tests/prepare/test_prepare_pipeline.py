@@ -9,7 +9,7 @@ import pytest
 
 from napari_diffslva.cli import main
 from napari_diffslva.errors import DiffslvaError, SettingsError
-from napari_diffslva.prepare.pipeline import PrepareSettings, open_prepared, prepare_clip
+from napari_diffslva.prepare.pipeline import STAGES, PrepareSettings, open_prepared, prepare_clip
 from napari_diffslva.progress import run_to_end
 
 SMALL = PrepareSettings(short_side=128)
@@ -71,10 +71,18 @@ def test_killed_prepare_resumes_missing_frames_only(clip, tmp_path):
         if event.stage == "edges" and event.done == 3:
             gen.close()  # the user pressed cancel, or the process was killed
             break
-    prepared = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL))
+    events = []
+    prepared = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL), events.append)
     assert prepared.edges.complete
+    # only the missing frames are computed; progress counts over the whole clip
+    n = prepared.info.frames
+    assert [e.done for e in events if e.stage == "edges" and e.payload is None] == list(
+        range(4, n + 1)
+    )
     events = list(prepare_clip(clip, tmp_path / "run", SMALL))
-    assert events == []  # nothing left to do
+    # nothing left to do: one "stage done" event per stage, carrying the prepared clip
+    assert [(e.stage, e.done, e.total) for e in events] == [(s, n, n) for s in STAGES]
+    assert all(e.payload.edges.complete and e.payload.flows.complete for e in events)
 
 
 def test_run_folder_refuses_another_video(clip, tmp_path, real_clip):

@@ -1,12 +1,13 @@
 """Running the core's progress generators from a widget, and small shared Qt pieces.
 
-:class:`BackgroundJob` drives a :class:`~napari_diffslva.progress.Progress` generator in a
-napari ``thread_worker`` so the viewer never freezes. Cancelling sets a flag the worker
-checks between two events; the worker thread then closes the core generator itself, so
-it stops between frames with every finished frame already on disk. Progress goes to a
-napari progress bar (the activity dock) and to a status label in the widget; errors
-become notifications: a :class:`~napari_diffslva.errors.DiffslvaError` shows its one-line
-message, anything else the exception with its traceback.
+:class:`BackgroundJob` drives a :class:`~napari_diffslva.progress.Progress` generator with
+the core's :func:`~napari_diffslva.progress.relay` in a napari ``thread_worker``, so the
+viewer never freezes. Cancel sets the job's stop flag, which the relay checks between two
+events and the core (given it as ``should_stop``) between denoising steps; the worker
+thread then closes the core generator itself, with every finished frame already on disk.
+Progress goes to a napari progress bar (the activity dock) and to a status label in the
+widget; errors become notifications: a :class:`~napari_diffslva.errors.DiffslvaError`
+shows its one-line message, anything else the exception with its traceback.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import DiffslvaError
-from ..progress import Progress
+from ..errors import Cancelled, DiffslvaError
+from ..progress import Progress, ProgressText, StopCheck, relay
 
 
 class _Cancelled:
@@ -52,63 +53,28 @@ def notify_error(exc: BaseException) -> None:
         notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 
 
-def _drive(make_generator: Callable[[], Generator], stop: threading.Event):
-    """Worker-thread generator: relays events, closes the core generator on cancel."""
-    gen = make_generator()
+def _drive(make_generator: Callable[[StopCheck], Generator], stop: threading.Event):
+    """Worker-thread generator: the core's relay, with a cancel as the CANCELLED result."""
     try:
-        while True:
-            if stop.is_set():
-                return CANCELLED
-            try:
-                event = next(gen)
-            except StopIteration as finished:
-                return finished.value
-            yield event
-    finally:
-        gen.close()
-
-
-def format_eta(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
-
-class ProgressText:
-    """Frames done, seconds per frame (running mean of the stage) and time left."""
-
-    def __init__(self) -> None:
-        self.stage = ""
-        self._spent = 0.0
-        self._count = 0
-
-    def update(self, event: Progress) -> str:
-        if event.stage != self.stage:
-            self.stage, self._spent, self._count = event.stage, 0.0, 0
-        self._spent += event.seconds
-        self._count += 1
-        per_frame = self._spent / self._count
-        left = per_frame * max(event.total - event.done, 0)
-        return (
-            f"{event.stage}: {event.done}/{event.total} frames, "
-            f"{per_frame:.2f} s/frame, {format_eta(left)} left"
-        )
+        return (yield from relay(make_generator(stop.is_set), stop.is_set))
+    except Cancelled:
+        return CANCELLED
 
 
 class BackgroundJob:
     """One background run of a progress generator, with a progress bar and Cancel.
 
-    ``on_event(event)`` runs in the GUI thread for every yielded event (``Progress`` or
-    whatever else the generator yields), ``on_done(result)`` with the generator's return
-    value, ``on_cancelled()`` after a cancel, ``on_finished()`` always at the end.
+    ``make_generator(should_stop)`` makes the generator in the worker thread; pass
+    ``should_stop`` on to core functions that take it, so Cancel lands within a denoising
+    step instead of after a whole frame. ``on_event(event)`` runs in the GUI thread for
+    every yielded event (``Progress`` or whatever else the generator yields),
+    ``on_done(result)`` with the generator's return value, ``on_cancelled()`` after a
+    cancel, ``on_finished()`` always at the end.
     """
 
     def __init__(
         self,
-        make_generator: Callable[[], Generator],
+        make_generator: Callable[[StopCheck], Generator],
         *,
         description: str,
         on_event: Callable[[Any], None] | None = None,
@@ -120,7 +86,7 @@ class BackgroundJob:
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        self._stop = threading.Event()
+        self.stop = threading.Event()
         self._on_event, self._on_done = on_event, on_done
         self._on_cancelled, self._on_finished = on_cancelled, on_finished
         self._status = status
@@ -135,7 +101,7 @@ class BackgroundJob:
         self.worker = create_worker(
             _drive,
             make_generator,
-            self._stop,
+            self.stop,
             _start_thread=False,
             _connect={
                 "yielded": partial(self._queue, "yielded"),
@@ -154,10 +120,10 @@ class BackgroundJob:
         self._pool.start(self.worker)
 
     def cancel(self) -> None:
-        """Ask the run to stop after the frame in progress."""
-        self._stop.set()
+        """Ask the run to stop (after the denoising step or frame in progress)."""
+        self.stop.set()
         if self._status is not None:
-            self._status.setText("Cancelling after the current frame...")
+            self._status.setText("Cancelling after the current step...")
 
     # Worker signals are handled strictly in order. Adding layers or updating the progress
     # bar can process pending Qt events, which would run later handlers (even ``returned``)
@@ -214,18 +180,22 @@ class BackgroundJob:
 
 def stack_layout(
     widget: QWidget,
-    form: QLayout,
+    form: QLayout | QWidget | list[QLayout | QWidget],
     buttons: list[QWidget],
     below: list[QWidget],
     stretch: bool = True,
 ) -> QVBoxLayout:
-    """The layout every dock widget shares: settings form, a row of buttons, then
+    """The layout every dock widget shares: settings form(s), a row of buttons, then
     ``below`` (status text, plots) top to bottom."""
     row = QHBoxLayout()
     for button in buttons:
         row.addWidget(button)
     layout = QVBoxLayout(widget)
-    layout.addLayout(form)
+    for part in form if isinstance(form, list) else [form]:
+        if isinstance(part, QLayout):
+            layout.addLayout(part)
+        else:
+            layout.addWidget(part)
     layout.addLayout(row)
     for item in below:
         layout.addWidget(item)

@@ -1,9 +1,11 @@
 """3 Anonymize: the diffusion run in the background, frames appearing as they finish.
 
 Runs :func:`napari_diffslva.pipeline.anonymize_clip` on the prepared clip of
-1 Prepare (same prepare settings, so nothing is recomputed except what the edits
-changed). Finished frames are written to the run folder one by one, so a cancelled or
-crashed run continues with *Resume*; *Run* starts over.
+1 Prepare, with every prepare setting chosen there (nothing is recomputed except what the
+edits changed) and the engine, face and run settings of this form, whose fields come from
+the settings declarations. Finished frames are written to the run folder one by one, so a
+cancelled or crashed run continues with *Resume*; *Run* starts over. Cancel lands within
+one denoising step.
 """
 
 from __future__ import annotations
@@ -11,20 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtWidgets import QLabel, QPushButton, QWidget
 
 from ._session import ANONYMIZED, layer_by_role, put_layer, session_for
 from ._worker import BackgroundJob, notify_error, stack_layout
+from .settings_form import SettingsForm
 
 if TYPE_CHECKING:
     import napari
@@ -36,6 +29,21 @@ PROMPT_PRESETS = (
     "a handsome man in CG style, blonde hair, is making gestures",
     "a superman in blue uniform is making gestures",
     "a Chinese man in Chinese ink wash painting is making gestures",
+)
+# Shown at once; every other engine, face and run setting is under "Advanced settings".
+MAIN_SETTINGS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "strength",
+    "steps",
+    "guidance",
+    "control_scale",
+    "face_module",
+    "device",
+    "model",
+    "controlnet",
+    "offline",
 )
 # Above this many bytes the live layer is not kept in memory: frames are read from disk.
 LIVE_LAYER_BYTES = 1 << 30
@@ -56,67 +64,35 @@ def available_devices() -> list[str]:
     return devices + ["cpu"]
 
 
-def _spin(lo: float, hi: float, value: float, step: float, decimals: int = 2) -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setRange(lo, hi)
-    box.setDecimals(decimals)
-    box.setSingleStep(step)
-    box.setValue(value)
-    return box
+def settings_form() -> SettingsForm:
+    """Every declared engine, face and run setting (prepare settings are 1 Prepare's)."""
+    from ..engine.settings import EngineSettings
+    from ..options import declared
+    from ..pipeline import AnonymizeSettings
+
+    classes = (EngineSettings, AnonymizeSettings)
+    names = [f.name for cls in classes for f, s in declared(cls) if s.stage != "prepare"]
+    return SettingsForm(
+        classes,
+        MAIN_SETTINGS,
+        advanced=[n for n in names if n not in MAIN_SETTINGS],
+        suggestions={"prompt": PROMPT_PRESETS},
+        choices={"device": available_devices()},
+    )
 
 
 class AnonymizeWidget(QWidget):
     """Settings of the diffusion run, Run / Resume / Cancel, and the live result layer."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        from ..engine.settings import (
-            DEFAULT_CONTROLNET,
-            DEFAULT_MODEL,
-            DEFAULT_NEGATIVE_PROMPT,
-            EngineSettings,
-        )
-
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.job: BackgroundJob | None = None
         self.frames_done: list[int] = []
         self._buffer: np.ndarray | None = None
-        defaults = EngineSettings()
 
-        self.prompt = QComboBox()
-        self.prompt.setEditable(True)
-        self.prompt.addItems(PROMPT_PRESETS)
-        self.prompt.setToolTip("who the signer becomes; pick an example or type your own")
-        # sized by a few words, not by the longest preset: the dock leaves room for the video
-        self.prompt.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-        )
-        self.prompt.setMinimumContentsLength(16)
-        self.negative_prompt = QLineEdit(DEFAULT_NEGATIVE_PROMPT)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setValue(defaults.seed)
-        self.strength = _spin(0.05, 1.0, defaults.strength, 0.05)
-        self.strength.setToolTip(
-            "share of the diffusion schedule that is redone (higher: further from the original)"
-        )
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 200)
-        self.steps.setValue(defaults.steps)
-        self.guidance = _spin(0.0, 30.0, defaults.guidance, 0.5, 1)
-        self.control_scale = _spin(0.0, 2.0, defaults.control_scale, 0.1)
-        self.face_module = QComboBox()
-        self.face_module.addItems(["warp", "reenact", "off"])
-        self.face_module.setToolTip("how the signer's facial expressions are carried over")
-        self.device = QComboBox()
-        self.device.addItems(available_devices())
-        self.model = QLineEdit(DEFAULT_MODEL)
-        self.model.setToolTip("Stable Diffusion 1.5: a hub id or a local folder")
-        self.controlnet = QLineEdit(DEFAULT_CONTROLNET)
-        self.controlnet.setToolTip("ControlNet HED: a hub id or a local folder")
-        self.offline = QCheckBox("offline (use only models already on this computer)")
-        self.offline.setChecked(defaults.offline)
+        self.form = settings_form()
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("anonymize every frame anew")
         self.resume_button = QPushButton("Resume")
@@ -125,22 +101,11 @@ class AnonymizeWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.status = QLabel("Prepare a clip first (1 Prepare).")
         self.status.setWordWrap(True)
-
-        form = QFormLayout()
-        form.addRow("Prompt", self.prompt)
-        form.addRow("Negative prompt", self.negative_prompt)
-        form.addRow("Seed", self.seed)
-        form.addRow("Strength", self.strength)
-        form.addRow("Steps", self.steps)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("Control scale", self.control_scale)
-        form.addRow("Face module", self.face_module)
-        form.addRow("Device", self.device)
-        form.addRow("Model", self.model)
-        form.addRow("ControlNet", self.controlnet)
-        form.addRow("", self.offline)
         stack_layout(
-            self, form, [self.run_button, self.resume_button, self.cancel_button], [self.status]
+            self,
+            self.form,
+            [self.run_button, self.resume_button, self.cancel_button],
+            [self.status],
         )
 
         self.run_button.clicked.connect(lambda: self.run(resume=False))
@@ -156,33 +121,11 @@ class AnonymizeWidget(QWidget):
         )
 
     def settings(self) -> Any:
-        """:class:`AnonymizeSettings` from the form and the prepare settings in use."""
+        """:class:`AnonymizeSettings`: the prepare settings in use and this form's."""
         from ..pipeline import AnonymizeSettings
 
         prepared = self.session.require_prepared()
-        p = prepared.settings
-        flat = {
-            "prompt": self.prompt.currentText().strip(),
-            "negative_prompt": self.negative_prompt.text(),
-            "seed": self.seed.value(),
-            "strength": round(self.strength.value(), 4),
-            "steps": self.steps.value(),
-            "guidance": round(self.guidance.value(), 4),
-            "control_scale": round(self.control_scale.value(), 4),
-            "face_module": self.face_module.currentText(),
-            "device": self.device.currentText(),
-            "model": self.model.text().strip(),
-            "controlnet": self.controlnet.text().strip(),
-            "offline": self.offline.isChecked(),
-            "short_side": p.short_side,
-            "edges": p.edges,
-            "safe_edges": p.safe_edges,
-            "hed_weights": p.hed_weights,
-            "flow": p.flow,
-            "face_upsample": p.face_upsample,
-            "max_gap": p.max_gap,
-        }
-        return AnonymizeSettings.from_flat(flat)
+        return AnonymizeSettings.for_prepared(prepared.settings, self.form.values())
 
     def run(self, resume: bool = False) -> BackgroundJob | None:
         """Start (or resume) the run in the background."""
@@ -202,7 +145,7 @@ class AnonymizeWidget(QWidget):
         self.frames_done = []
         self._busy(True)
         self.job = BackgroundJob(
-            lambda: anonymize_clip(video, run_dir, settings, resume=resume),
+            lambda stop: anonymize_clip(video, run_dir, settings, resume=resume, should_stop=stop),
             description="Anonymizing",
             on_event=self._on_event,
             on_done=self._on_done,

@@ -1,8 +1,8 @@
 """4 Audit and review: is the signer still recognisable, and what should a person check?
 
-Runs :func:`napari_diffslva.audit.run.audit_clips` (original vs the run folder's
+Runs :func:`napari_diffslva.audit.run.audit_run` (the original vs the run folder's
 finished frames) in the background, shows the identity and flagged-frame plots, and
-lists the flagged frames: a click moves the time slider there. *Side by side* shows only
+lists the result's flagged frames: a click moves the time slider there. *Side by side* shows only
 the original and the anonymized layer in napari's grid, which shares the time slider, so
 both always show the same frame.
 """
@@ -33,56 +33,6 @@ if TYPE_CHECKING:
     import napari
 
 _PLOT_WIDTH = 360
-
-
-class _RunFrames:
-    """The run folder's finished frames as a sequence (what the audit reads)."""
-
-    def __init__(self, run: Any, frames: int, stage: str = "final") -> None:
-        self.run, self.frames, self.stage = run, frames, stage
-
-    def __len__(self) -> int:
-        return self.frames
-
-    def __getitem__(self, index: int) -> Any:
-        return self.run.read_frame(self.stage, int(index))
-
-
-def _audit_job(prepared: Any, stride: int, max_frames: int | None):
-    from ..audit.run import audit_clips
-    from ..video import VideoReader
-
-    missing = [
-        i for i in range(prepared.info.frames) if not prepared.run.frame_path("final", i).is_file()
-    ]
-    if missing:
-        raise SettingsError(
-            f"{len(missing)} frames are not anonymized yet (first: "
-            f"{missing[0]}); finish or resume the run in 3 Anonymize"
-        )
-    with VideoReader(prepared.info.path, info=prepared.info) as original:
-        result = yield from audit_clips(
-            original,
-            _RunFrames(prepared.run, prepared.info.frames),
-            track=prepared.track,
-            stride=stride,
-            max_frames=max_frames,
-        )
-    return result
-
-
-def flagged_frames(result: Any) -> list[tuple[int, str]]:
-    """(frame, why) for every frame a person should look at, in frame order."""
-    reasons = (
-        (result.identity.leak_frames, "identity leak: the signer may be recognisable"),
-        (result.identity.no_face_frames, "no face found in the output"),
-        (
-            result.expression.fitted_without_detection_frames,
-            "expression measured without a detected face",
-        ),
-    )
-    flags = [(int(t), why) for frames, why in reasons for t in frames]
-    return sorted(flags)
 
 
 class AuditWidget(QWidget):
@@ -141,6 +91,8 @@ class AuditWidget(QWidget):
         self.side_by_side.toggled.connect(self.show_side_by_side)
 
     def run(self) -> BackgroundJob | None:
+        from ..audit.run import audit_run
+
         if self.job is not None and self.job.running:
             return self.job
         try:
@@ -152,8 +104,9 @@ class AuditWidget(QWidget):
         max_frames = self.max_frames.value() or None
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        stride = self.stride.value()
         self.job = BackgroundJob(
-            lambda: _audit_job(prepared, self.stride.value(), max_frames),
+            lambda _stop: audit_run(prepared, stride=stride, max_frames=max_frames),
             description="Auditing",
             on_done=self._on_done,
             on_finished=self._idle,
@@ -183,7 +136,7 @@ class AuditWidget(QWidget):
                 pixmap.scaledToWidth(_PLOT_WIDTH, Qt.TransformationMode.SmoothTransformation)
             )
         self.flag_list.clear()
-        flags = flagged_frames(result)
+        flags = result.flagged_frames()
         for t, why in flags:
             item = QListWidgetItem(f"frame {t}: {why}")
             item.setData(Qt.ItemDataRole.UserRole, t)

@@ -1,8 +1,8 @@
 """2 Correct: fix the face track, paint masks, choose the anchor frame.
 
-Every correction is written to the run folder's ``edits.json`` at once (format in
-:mod:`napari_diffslva.napari_layers`), so it survives closing napari and every later
-stage (anonymize, CLI, batch) honours it. What the widget watches:
+Every correction is written to the run folder's ``edits.json`` at once (format and
+operations in :mod:`napari_diffslva.prepare.edits`), so it survives closing napari and
+every later stage (anonymize, CLI, batch) honours it. What the widget watches:
 
 - the *face boxes* Shapes layer: move, resize, draw or delete a box (napari's own
   select / rectangle tools) and the change is saved for that frame;
@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import napari_layers as nl
+from ..prepare import edits as ed
 from ._session import layer_by_role, session_for
 from ._worker import notify_error
 
@@ -187,8 +188,8 @@ class CorrectWidget(QWidget):
             return
         for t, box in moved.items():
             self.last_change = (prepared.track.boxes[t].copy(), np.asarray(box))
-        edits = nl.with_boxes(prepared.run.read_edits(), moved)
-        edits = nl.with_status(edits, deleted, "lost")
+        edits = ed.with_boxes(prepared.run.read_edits(), moved)
+        edits = ed.with_status(edits, deleted, "lost")
         self._save(edits, set(moved) | set(deleted))
         self.status.setText(
             f"Saved box edits of frames {_frames_text(sorted(moved))}"
@@ -205,8 +206,8 @@ class CorrectWidget(QWidget):
             lo, hi = sorted((self.range_start.value(), self.range_stop.value()))
             prepared = self.prepared
             old, new = self.last_change
-            boxes = nl.propagate_box(prepared.track.boxes, old, new, range(lo, hi + 1))
-            self._save(nl.with_boxes(prepared.run.read_edits(), boxes), set(boxes))
+            boxes = ed.propagate_box(prepared.track.boxes, old, new, range(lo, hi + 1))
+            self._save(ed.with_boxes(prepared.run.read_edits(), boxes), set(boxes))
             self.status.setText(f"Applied the box change to frames {lo}-{hi}")
 
         self._guard(run)
@@ -227,7 +228,7 @@ class CorrectWidget(QWidget):
             if not frames:
                 self.status.setText("No box to confirm here: draw one with the rectangle tool.")
                 return
-        edits = nl.with_status(self.prepared.run.read_edits(), frames, status)
+        edits = ed.with_status(self.prepared.run.read_edits(), frames, status)
         self._save(edits, set(frames))
         label = {"lost": "no face", "occluded": "face occluded", "face": "face OK"}[status]
         self.status.setText(f"Marked {label}: frames {_frames_text(frames)}")
@@ -237,7 +238,7 @@ class CorrectWidget(QWidget):
 
         def run() -> None:
             t = self.current_frame()
-            edits = nl.with_anchor(self.prepared.run.read_edits(), t)
+            edits = ed.with_anchor(self.prepared.run.read_edits(), t)
             self.prepared.run.write_edits(edits)
             self.session.prepared = replace(self.prepared, anchor=t)
             self._refresh_anchor()
@@ -260,8 +261,8 @@ class CorrectWidget(QWidget):
             return
         prepared = self.prepared
         for t in frames:
-            nl.save_mask(prepared.run.root, t, np.asarray(mask.data[t]))
-        prepared.run.write_edits(nl.with_masks(prepared.run.read_edits(), frames))
+            prepared.run.write_mask(t, np.asarray(mask.data[t]))
+        prepared.run.write_edits(ed.with_masks(prepared.run.read_edits(), frames))
         self._refresh_lists()
         self.status.setText(f"Saved the painted mask of frame {_frames_text(frames)}")
 
@@ -273,8 +274,8 @@ class CorrectWidget(QWidget):
 
             frames = self.targets()
             prepared = self.prepared
-            edits = nl.without_frame_edits(prepared.run.read_edits(), frames)
-            nl.remove_masks(prepared.run.root, frames)
+            edits = ed.without_frame_edits(prepared.run.read_edits(), frames)
+            prepared.run.remove_masks(frames)
             prepared.run.write_edits(edits)
             fresh = open_prepared(prepared.run.root, prepared.info.path, prepared.settings)
             self.session.prepared = replace(prepared, track=fresh.track, anchor=fresh.anchor)
@@ -289,13 +290,8 @@ class CorrectWidget(QWidget):
 
         prepared = self.prepared
         prepared.run.write_edits(edits)
-        keys = {str(t) for t in frames}
-        delta = {
-            key: {t: v for t, v in edits.get(key, {}).items() if t in keys}
-            for key in ("boxes", "status")
-        }
         track = apply_edits(
-            prepared.track, delta, frames=(prepared.reader.__getitem__, prepared.info.frames)
+            prepared.track, ed.track_edits_of(edits, frames), frames=prepared.reader
         )
         self.session.prepared = replace(prepared, track=track)
         self._refresh_layers(sorted(frames))
@@ -343,7 +339,7 @@ class CorrectWidget(QWidget):
         prepared = self.session.prepared
         layer = layer_by_role(self.viewer, ANCHOR)
         if isinstance(layer, Points):
-            edited = bool(prepared.run.read_edits().get("anchor", {}).get("edited", False))
+            edited = ed.anchor_edited(prepared.run.read_edits())
             data, kwargs, _ = nl.anchor_to_points(
                 prepared.anchor, prepared.track, (prepared.info.height, prepared.info.width), edited
             )
@@ -355,18 +351,8 @@ class CorrectWidget(QWidget):
         prepared = self.session.prepared
         if prepared is None:
             return
-        edits = prepared.run.read_edits()
         self.edited_list.clear()
-        for t in nl.edited_frames(edits):
-            what = [
-                name
-                for name, present in (
-                    ("box", str(t) in edits.get("boxes", {})),
-                    (edits.get("status", {}).get(str(t), ""), str(t) in edits.get("status", {})),
-                    ("mask", t in edits.get("masks", [])),
-                )
-                if present
-            ]
+        for t, what in ed.describe(prepared.run.read_edits()).items():
             item = QListWidgetItem(f"frame {t}: {', '.join(what)}")
             item.setData(256, t)  # Qt.UserRole
             self.edited_list.addItem(item)

@@ -89,7 +89,7 @@ class ExportWidget(QWidget):
         self.export_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.job = BackgroundJob(
-            lambda: export_result(
+            lambda _stop: export_result(
                 run_dir,
                 output,
                 overwrite=self.overwrite.isChecked(),

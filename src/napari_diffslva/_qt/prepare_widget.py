@@ -1,10 +1,12 @@
 """1 Prepare: faces, edges and optical flow of a clip, computed in the background.
 
 The video is chosen as a file (layers keep no file names, see :mod:`._session`); the
-layer showing it is found by content hash, or opened with our reader. Results appear as
-layers while the run goes on: face boxes, landmarks, mask and anchor first, then edges,
-then flow and occlusion. *Open run folder* restores a prepared clip, its edits and any
-anonymized frames without computing what is cached.
+layer showing it is found by content hash, or opened with our reader. One call of
+:func:`~napari_diffslva.prepare.pipeline.prepare_clip` does the work; each stage it
+finishes becomes layers at once: face boxes, landmarks, mask and anchor first, then
+edges, then flow and occlusion. The settings fields come from the declarations of
+:class:`~napari_diffslva.prepare.pipeline.PrepareSettings`. *Open run folder* restores a
+prepared clip, its edits and any anonymized frames without computing what is cached.
 """
 
 from __future__ import annotations
@@ -12,27 +14,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QWidget
 
 from .. import napari_layers as nl
 from ..errors import SettingsError
-from ..video import DAMAGED_FRAME_POLICIES
 from ._session import ANONYMIZED, ORIGINAL, layer_by_role, put_layer, session_for
-from ._worker import BackgroundJob, PathRow, stack_layout
+from ._worker import BackgroundJob, PathRow, notify_error, stack_layout
+from .settings_form import SettingsForm
 
 if TYPE_CHECKING:
     import napari
 
 # Layers hidden when first added (they are for checking, not for every look at the clip).
 _HIDDEN_AT_FIRST = ("flow", "occlusion", "flow vectors", "landmarks")
+# Shown at once; the other prepare settings are under "Advanced settings".
+MAIN_SETTINGS = (
+    "edges",
+    "safe_edges",
+    "hed_weights",
+    "flow",
+    "short_side",
+    "face_parser",
+    "parser_weights",
+    "on_damaged_frame",
+)
 
 
 class _LayersReady:
@@ -51,22 +56,36 @@ def face_layers(prepared: Any) -> list[tuple]:
     ]
 
 
-def _prepare_job(video: Path, run_dir: Path, settings: Any, vectors: bool):
-    from ..prepare.pipeline import STAGES, prepare_clip
-
-    prepared = yield from prepare_clip(video, run_dir, settings, stages=("faces",))
-    yield _LayersReady(prepared, face_layers(prepared))
-    prepared = yield from prepare_clip(video, run_dir, settings, stages=("faces", "edges"))
-    yield _LayersReady(prepared, [nl.edges_layer(prepared)])
-    prepared = yield from prepare_clip(video, run_dir, settings, stages=STAGES)
+def stage_layers(stage: str, prepared: Any, vectors: bool) -> list[tuple]:
+    """The layers of one finished prepare stage (their data is computed in the worker)."""
+    if stage == "faces":
+        return face_layers(prepared)
+    if stage == "edges":
+        return [nl.edges_layer(prepared)]
     flow = [nl.flow_layer(prepared), nl.occlusion_layer(prepared)]
     if vectors:
         flow.append(nl.flow_vectors_layer(prepared))
-    yield _LayersReady(prepared, flow)
-    return prepared
+    return flow
+
+
+def _prepare_job(video: Path, run_dir: Path, settings: Any, vectors: bool):
+    """prepare_clip, with each finished stage's layers added to its event."""
+    from ..prepare.pipeline import Prepared, prepare_clip
+
+    gen = prepare_clip(video, run_dir, settings)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as finished:
+            return finished.value
+        if isinstance(event.payload, Prepared):
+            yield _LayersReady(event.payload, stage_layers(event.stage, event.payload, vectors))
+        else:
+            yield event
 
 
 def _open_job(video: Path, run_dir: Path):
+    from ..pipeline import FINAL
     from ..prepare.pipeline import open_prepared
     from ..project import RunFolder
 
@@ -75,7 +94,7 @@ def _open_job(video: Path, run_dir: Path):
         raise SettingsError(f"{run_dir}: not a run folder (no run.json); run Prepare first")
     prepared = open_prepared(run_dir, video)
     layers = nl.prepared_layers(prepared)
-    if any(run.frames_dir("final").glob("*.png")):
+    if len(run.missing_frames(FINAL, prepared.info.frames)) < prepared.info.frames:
         layers.append(anonymized_layer(prepared))
     yield _LayersReady(prepared, layers)
     return prepared
@@ -90,6 +109,21 @@ def anonymized_layer(prepared: Any) -> tuple:
         (info.height, info.width),
         name=ANONYMIZED,
         timing=info.timing.to_dict(),
+    )
+
+
+def settings_form() -> SettingsForm:
+    """Every declared prepare setting."""
+    from ..options import declared
+    from ..prepare.pipeline import PrepareSettings
+    from .anonymize_widget import available_devices
+
+    names = [f.name for f, _ in declared(PrepareSettings)]
+    return SettingsForm(
+        [PrepareSettings],
+        MAIN_SETTINGS,
+        advanced=[n for n in names if n not in MAIN_SETTINGS],
+        choices={"device": available_devices()},
     )
 
 
@@ -130,29 +164,8 @@ class PrepareWidget(QWidget):
             "Videos (*.mp4 *.mov *.avi *.mkv *.webm *.gif *.m4v);;All (*)",
         )
         self.run_dir = PathRow("folder", "run folder (created if missing)")
-        self.edges = QComboBox()
-        self.edges.addItems(["soft", "hed"])
-        self.edges.setToolTip(
-            "soft: no weights needed; hed: ControlNet's HED annotator "
-            "(weights found locally, or downloaded when not offline)"
-        )
-        self.safe_edges = QCheckBox("safe edges (no faint copy of the face)")
-        self.hed_weights = PathRow("open", "HED weights (optional, for edges = hed)")
-        self.flow = QComboBox()
-        self.flow.addItems(["dis"])
-        self.short_side = QSpinBox()
-        self.short_side.setRange(64, 2048)
-        self.short_side.setSingleStep(64)
-        self.short_side.setValue(512)
-        self.short_side.setToolTip("working short side in pixels (a multiple of 64)")
+        self.form = settings_form()
         self.vectors = QCheckBox("flow arrows (Vectors layer)")
-        self.on_damaged_frame = QComboBox()
-        self.on_damaged_frame.addItems(list(DAMAGED_FRAME_POLICIES))
-        self.on_damaged_frame.setToolTip(
-            "a frame in the middle of the clip that does not decode: stop with an error "
-            "(error), or show the previous good frame in its place and list it in the run "
-            "folder and the export's sidecar (repeat)"
-        )
         self.prepare_button = QPushButton("Prepare")
         self.open_button = QPushButton("Open run folder")
         self.cancel_button = QPushButton("Cancel")
@@ -160,18 +173,14 @@ class PrepareWidget(QWidget):
         self.status = QLabel("Choose a video and a run folder.")
         self.status.setWordWrap(True)
 
-        form = QFormLayout()
-        form.addRow("Video", self.video)
-        form.addRow("Run folder", self.run_dir)
-        form.addRow("Edges", self.edges)
-        form.addRow("", self.safe_edges)
-        form.addRow("HED weights", self.hed_weights)
-        form.addRow("Flow", self.flow)
-        form.addRow("Short side", self.short_side)
-        form.addRow("", self.vectors)
-        form.addRow("Damaged frames", self.on_damaged_frame)
+        paths = QFormLayout()
+        paths.addRow("Video", self.video)
+        paths.addRow("Run folder", self.run_dir)
         stack_layout(
-            self, form, [self.prepare_button, self.open_button, self.cancel_button], [self.status]
+            self,
+            [paths, self.form, self.vectors],
+            [self.prepare_button, self.open_button, self.cancel_button],
+            [self.status],
         )
 
         self.prepare_button.clicked.connect(self.prepare)
@@ -182,15 +191,7 @@ class PrepareWidget(QWidget):
     def settings(self) -> Any:
         from ..prepare.pipeline import PrepareSettings
 
-        hed = self.hed_weights.path()
-        return PrepareSettings(
-            edges=self.edges.currentText(),
-            safe_edges=self.safe_edges.isChecked(),
-            hed_weights=str(hed) if hed else None,
-            flow=self.flow.currentText(),
-            short_side=self.short_side.value(),
-            on_damaged_frame=self.on_damaged_frame.currentText(),
-        )
+        return PrepareSettings(**self.form.values())
 
     def _paths(self) -> tuple[Path, Path]:
         video, run_dir = self.video.path(), self.run_dir.path()
@@ -202,11 +203,15 @@ class PrepareWidget(QWidget):
 
     def prepare(self) -> BackgroundJob | None:
         """Compute (or reuse) faces, edges and flow in the background."""
+        try:
+            settings = self.settings()
+        except Exception as exc:  # a setting the user can fix becomes a notification
+            notify_error(exc)
+            self.status.setText(str(exc))
+            return None
+        vectors = self.vectors.isChecked()
         return self._start(
-            lambda video, run_dir: _prepare_job(
-                video, run_dir, self.settings(), self.vectors.isChecked()
-            ),
-            "Preparing",
+            lambda video, run_dir: _prepare_job(video, run_dir, settings, vectors), "Preparing"
         )
 
     def open_run(self) -> BackgroundJob | None:
@@ -218,8 +223,6 @@ class PrepareWidget(QWidget):
             self.job.cancel()
 
     def _start(self, make, description: str) -> BackgroundJob | None:
-        from ._worker import notify_error
-
         if self.job is not None and self.job.running:
             return self.job
         try:
@@ -233,7 +236,7 @@ class PrepareWidget(QWidget):
         self._busy(True)
         self.status.setText(f"{description}...")
         self.job = BackgroundJob(
-            lambda: make(video, run_dir),
+            lambda _stop: make(video, run_dir),
             description=description,
             on_event=self._on_event,
             on_done=self._on_done,
@@ -264,6 +267,7 @@ class PrepareWidget(QWidget):
         self.session.set_prepared(event.prepared)
 
     def _on_done(self, prepared: Any) -> None:
+        self.form.set_values(prepared.settings.to_dict())  # a reopened run's own settings
         s = prepared.summary()
         lost = len(s["lost_frames"])
         self.status.setText(

@@ -211,6 +211,18 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
     damaged_frames: list[int] = field(default_factory=list)  # original frames that do not decode
 
+    def flagged_frames(self) -> list[tuple[int, str]]:
+        """``(frame, why)`` for every frame a person should look at, in frame order."""
+        reasons = (
+            (self.identity.leak_frames, "identity leak: the signer may be recognisable"),
+            (self.identity.no_face_frames, "no face found in the output"),
+            (
+                self.expression.fitted_without_detection_frames,
+                "expression measured without a detected face",
+            ),
+        )
+        return sorted((int(t), why) for frames, why in reasons for t in frames)
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (NaN -> null)."""
         return {
@@ -223,4 +235,5 @@ class AuditResult:
             "temporal": self.temporal.to_json(),
             "notes": list(self.notes),
             "damaged_frames": list(map(int, self.damaged_frames)),
+            "flagged_frames": [{"frame": t, "why": why} for t, why in self.flagged_frames()],
         }

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SettingsError, VideoError
-from ..prepare.faces import FaceBox
 from ..progress import Progress, ProgressGenerator
 from . import expression as expr
 from . import hands as hands_metrics
@@ -37,6 +36,9 @@ from .result import (
     TemporalResult,
 )
 from .temporal import warp_errors
+
+if TYPE_CHECKING:
+    from ..prepare.pipeline import Prepared
 
 FrameSequence = Sequence[np.ndarray] | np.ndarray  # anything with len() and [i] -> (H, W, 3)
 _ASPECT_TOLERANCE = 0.02  # relative; a resized export keeps the aspect to within rounding
@@ -135,51 +137,6 @@ def _hand_boxes_of(hand_boxes: Any, count: int) -> Sequence[np.ndarray | None] |
     return hand_boxes
 
 
-@dataclass
-class _FaceMeasures:
-    """Per audited frame: embeddings of both faces, the anonymized face's landmarks/box."""
-
-    original_embeddings: np.ndarray  # (N, 128), on the reference frames only
-    anonymized_embeddings: np.ndarray  # (N, 128), where a detector found the new face
-    fitted_embeddings: np.ndarray  # (N, 128), where none did: fitted in the original's box
-    anonymized_landmarks: np.ndarray  # (N, 68, 2)
-    anonymized_boxes: np.ndarray  # (N, 4), detected faces only
-    fitted_frames: list[int] = field(default_factory=list)  # frame indices fitted
-
-
-def _measure_faces(
-    get_original, get_anonymized, indices, boxes, landmarks, has_face
-) -> ProgressGenerator[_FaceMeasures]:
-    """Embeddings (identity) and landmarks (expression) of the faces of both clips; the
-    original's reference embeddings on :data:`REFERENCE_FRAMES` frames spread over it."""
-    n = len(indices)
-    out = _FaceMeasures(
-        *(np.full((n, 128), np.nan) for _ in range(3)),
-        np.full((n, 68, 2), np.nan),
-        np.full((n, 4), np.nan),
-    )
-    with_face = np.flatnonzero(has_face)
-    reference = {
-        int(with_face[j]) for j in sample_frames(len(with_face), max_frames=REFERENCE_FRAMES)
-    }
-    for k, i in enumerate(indices):
-        start = time.perf_counter()
-        if has_face[k]:
-            box = FaceBox(*boxes[k])
-            if k in reference:
-                out.original_embeddings[k] = face_embedding(get_original(i), box, landmarks[k])
-            face = face_in_place(get_anonymized(i), box)
-            out.anonymized_landmarks[k] = face.landmarks
-            if face.detected:
-                out.anonymized_boxes[k] = face.box.as_array()
-                out.anonymized_embeddings[k] = face.embedding
-            else:
-                out.fitted_embeddings[k] = face.embedding
-                out.fitted_frames.append(i)
-        yield Progress("identity", k + 1, n, time.perf_counter() - start)
-    return out
-
-
 def audit_clips(
     original_frames: FrameSequence,
     anonymized_frames: FrameSequence,
@@ -202,97 +159,213 @@ def audit_clips(
     count = len(original_frames)
     indices = sample_frames(count, stride, max_frames)
     hands_given = _hand_boxes_of(hand_boxes, count)
-    n = len(indices)
     # Decode once, in order: the audited frames and their predecessors (temporal pairs).
     needed = sorted(set(indices) | {i - 1 for i in indices if i > 0})
-    originals = {i: get_original(i) for i in needed}
-    anonymizeds = {i: get_anonymized(i) for i in needed}
-    hw = originals[indices[0]].shape[:2]
+    clips = _Pair({i: get_original(i) for i in needed}, {i: get_anonymized(i) for i in needed})
+    hw = clips.original[indices[0]].shape[:2]
 
     # 1. Where the signer's face is in the original.
-    if track is None:
-        from ..prepare.faces import track_faces
-
-        sampled_track = yield from track_faces([originals[i] for i in indices])
-        boxes, landmarks = _track_of(sampled_track, n)
-    else:
-        all_boxes, all_landmarks = _track_of(track, count)
-        boxes, landmarks = all_boxes[indices], all_landmarks[indices]
+    boxes, landmarks = yield from _signer_face(track, clips, indices, count)
     has_face = np.isfinite(boxes).all(axis=1) & np.isfinite(landmarks).all(axis=(1, 2))
-
     # 2. Faces of both clips: embeddings (identity) and landmarks (expression).
-    faces = yield from _measure_faces(
-        originals.__getitem__, anonymizeds.__getitem__, indices, boxes, landmarks, has_face
-    )
-    fitted_without_detection = faces.fitted_frames
-    anonymized_landmarks, anonymized_boxes = faces.anonymized_landmarks, faces.anonymized_boxes
-
-    identity = _identity(indices, has_face, faces, notes)
-    original_features = expr.clip_features(np.where(has_face[:, None, None], landmarks, np.nan), hw)
-    anonymized_features = expr.clip_features(anonymized_landmarks, hw)
-    correlation, error = expr.compare_features(original_features, anonymized_features)
-    if identity.measured and not np.isfinite(list(correlation.values())).any():
-        notes.append(
-            "expression: correlation over time needs at least 3 audited frames with "
-            "a face in both clips and some movement; it is null here"
-        )
-    if fitted_without_detection:
-        notes.append(
-            f"expression: {len(fitted_without_detection)} anonymized frames had no "
-            "detectable face; their landmarks were fitted where the original's face is"
-        )
-    expression = ExpressionResult(
-        list(expr.FEATURES),
-        dict(expr.UNITS),
-        original_features,
-        anonymized_features,
-        correlation,
-        error,
-        fitted_without_detection,
-    )
-
-    # 3. Hands and body.
-    from ..prepare.edges import soft_edges
-
-    fallback_face = np.nanmedian(boxes[has_face], axis=0) if has_face.any() else None
-    edge_f, ssim = np.full(n, np.nan), np.full(n, np.nan)
-    hand_ssim = None if hands_given is None else np.full(n, np.nan)
-    for k, i in enumerate(indices):
-        start = time.perf_counter()
-        face_region = hands_metrics.box_mask(hw, boxes[k] if has_face[k] else fallback_face)
-        face_region |= hands_metrics.box_mask(hw, anonymized_boxes[k])
-        edge_f[k] = hands_metrics.edge_fscore(
-            soft_edges(originals[i]), soft_edges(anonymizeds[i]), exclude=face_region
-        )
-        ssim[k] = hands_metrics.frame_ssim(originals[i], anonymizeds[i])
-        if hand_ssim is not None:
-            hand_ssim[k] = hands_metrics.region_ssim(originals[i], anonymizeds[i], hands_given[i])
-        yield Progress("hands", k + 1, n, time.perf_counter() - start)
-    if hand_ssim is not None and not np.isfinite(hand_ssim).any():
-        notes.append("hands: no usable hand box (each must be at least 7x7 px inside the frame)")
-
-    # 4. Temporal consistency on pairs (i-1, i) that end at an audited frame.
-    pairs = [(i - 1, i) for i in indices if i > 0]
-    input_error, output_error = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
-    for k, (p, i) in enumerate(pairs):
-        start = time.perf_counter()
-        input_error[k], output_error[k] = warp_errors(
-            originals[p], originals[i], anonymizeds[p], anonymizeds[i]
-        )
-        yield Progress("temporal", k + 1, len(pairs), time.perf_counter() - start)
-    if not pairs:
-        notes.append("temporal: a single frame has no consecutive pair; warping error is null")
-
+    faces = yield from _faces(clips, indices, has_face, boxes, landmarks)
+    identity = _identity(indices, has_face, faces.original, faces.anonymized, faces.fitted, notes)
+    expression = _expression(has_face, landmarks, faces, hw, identity.measured, notes)
+    # 3. Hands and body; 4. temporal consistency.
+    face_boxes = (boxes, has_face, faces.anonymized_boxes)
+    hands = yield from _hands(clips, indices, face_boxes, hands_given, hw, notes)
+    temporal = yield from _temporal(clips, indices, notes)
     return AuditResult(
         frames=count,
         frame_indices=indices,
         size=(int(hw[0]), int(hw[1])),
         identity=identity,
         expression=expression,
-        hands=HandsResult(edge_f, ssim, hand_ssim),
-        temporal=TemporalResult(pairs, input_error, output_error),
+        hands=hands,
+        temporal=temporal,
         notes=notes,
     )
+
+
+@dataclass
+class _Pair:
+    """The frames of both clips that the audit reads, by frame index: decoded up front
+    (a dict) or read when indexed (:class:`_Lazy`)."""
+
+    original: dict[int, np.ndarray] | _Lazy
+    anonymized: dict[int, np.ndarray] | _Lazy
+
+
+class _Lazy:
+    """Frames read when indexed, for a pass that reads each frame once."""
+
+    def __init__(self, get) -> None:
+        self._get = get
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self._get(index)
+
+
+@dataclass
+class _Faces:
+    """Per audited frame: face embeddings and the anonymized clip's face."""
+
+    original: np.ndarray  # (N, 128) the signer's (reference frames only)
+    anonymized: np.ndarray  # (N, 128) a detected face near the signer's place
+    fitted: np.ndarray  # (N, 128) no face detected: read in the original's box
+    landmarks: np.ndarray  # (N, 68, 2) of the anonymized face
+    anonymized_boxes: np.ndarray  # (N, 4) detected anonymized faces
+    fitted_without_detection: list[int]  # frames of ``fitted``
+
+
+def _signer_face(
+    track: Any, clips: _Pair, indices: list[int], count: int
+) -> ProgressGenerator[tuple[np.ndarray, np.ndarray]]:
+    """Boxes and landmarks of the original's face on the audited frames (tracked here
+    when no track of the whole clip is given)."""
+    if track is None:
+        from ..prepare.faces import track_faces
+
+        sampled = yield from track_faces([clips.original[i] for i in indices])
+        return _track_of(sampled, len(indices))
+    boxes, landmarks = _track_of(track, count)
+    return boxes[indices], landmarks[indices]
+
+
+def _faces(
+    clips: _Pair,
+    indices: list[int],
+    has_face: np.ndarray,
+    boxes: np.ndarray,
+    landmarks: np.ndarray,
+) -> ProgressGenerator[_Faces]:
+    n = len(indices)
+    faces = _Faces(
+        original=np.full((n, 128), np.nan),
+        anonymized=np.full((n, 128), np.nan),
+        fitted=np.full((n, 128), np.nan),
+        landmarks=np.full((n, 68, 2), np.nan),
+        anonymized_boxes=np.full((n, 4), np.nan),
+        fitted_without_detection=[],
+    )
+    with_face = np.flatnonzero(has_face)
+    reference_frames = {
+        int(with_face[j]) for j in sample_frames(len(with_face), max_frames=REFERENCE_FRAMES)
+    }
+    for k, i in enumerate(indices):
+        start = time.perf_counter()
+        if has_face[k]:
+            _face_pair(clips, faces, k, i, boxes[k], landmarks[k], k in reference_frames)
+        yield Progress("identity", k + 1, n, time.perf_counter() - start)
+    return faces
+
+
+def _face_pair(
+    clips: _Pair,
+    faces: _Faces,
+    k: int,
+    i: int,
+    box_array: np.ndarray,
+    landmarks: np.ndarray,
+    reference: bool,
+) -> None:
+    """Audited frame ``i`` (position ``k``): the signer's embedding on reference frames,
+    and the anonymized face found near the signer's place, or read there if none is."""
+    from ..prepare.faces import FaceBox
+
+    box = FaceBox(*box_array)
+    if reference:
+        faces.original[k] = face_embedding(clips.original[i], box, landmarks)
+    face = face_in_place(clips.anonymized[i], box)
+    faces.landmarks[k] = face.landmarks
+    if face.detected:
+        faces.anonymized_boxes[k] = face.box.as_array()
+        faces.anonymized[k] = face.embedding
+    else:  # read where the face should be: a face no detector finds can still be recognised
+        faces.fitted[k] = face.embedding
+        faces.fitted_without_detection.append(i)
+
+
+def _expression(
+    has_face: np.ndarray,
+    landmarks: np.ndarray,
+    faces: _Faces,
+    hw: tuple[int, int],
+    measured: bool,
+    notes: list[str],
+) -> ExpressionResult:
+    original = expr.clip_features(np.where(has_face[:, None, None], landmarks, np.nan), hw)
+    anonymized = expr.clip_features(faces.landmarks, hw)
+    correlation, error = expr.compare_features(original, anonymized)
+    if measured and not np.isfinite(list(correlation.values())).any():
+        notes.append(
+            "expression: correlation over time needs at least 3 audited frames with "
+            "a face in both clips and some movement; it is null here"
+        )
+    if faces.fitted_without_detection:
+        notes.append(
+            f"expression: {len(faces.fitted_without_detection)} anonymized frames had no "
+            "detectable face; their landmarks were fitted where the original's face is"
+        )
+    return ExpressionResult(
+        list(expr.FEATURES),
+        dict(expr.UNITS),
+        original,
+        anonymized,
+        correlation,
+        error,
+        faces.fitted_without_detection,
+    )
+
+
+def _hands(
+    clips: _Pair,
+    indices: list[int],
+    face_boxes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    hands_given: Sequence[np.ndarray | None] | None,
+    hw: tuple[int, int],
+    notes: list[str],
+) -> ProgressGenerator[HandsResult]:
+    """Edge F-score outside both faces, SSIM, and SSIM in the given hand boxes."""
+    from ..prepare.edges import soft_edges
+
+    boxes, has_face, anonymized_boxes = face_boxes
+    n = len(indices)
+    fallback_face = np.nanmedian(boxes[has_face], axis=0) if has_face.any() else None
+    edge_f, ssim = np.full(n, np.nan), np.full(n, np.nan)
+    hand_ssim = None if hands_given is None else np.full(n, np.nan)
+    for k, i in enumerate(indices):
+        start = time.perf_counter()
+        original, anonymized = clips.original[i], clips.anonymized[i]
+        face_region = hands_metrics.box_mask(hw, boxes[k] if has_face[k] else fallback_face)
+        face_region |= hands_metrics.box_mask(hw, anonymized_boxes[k])
+        edge_f[k] = hands_metrics.edge_fscore(
+            soft_edges(original), soft_edges(anonymized), exclude=face_region
+        )
+        ssim[k] = hands_metrics.frame_ssim(original, anonymized)
+        if hand_ssim is not None:
+            hand_ssim[k] = hands_metrics.region_ssim(original, anonymized, hands_given[i])
+        yield Progress("hands", k + 1, n, time.perf_counter() - start)
+    if hand_ssim is not None and not np.isfinite(hand_ssim).any():
+        notes.append("hands: no usable hand box (each must be at least 7x7 px inside the frame)")
+    return HandsResult(edge_f, ssim, hand_ssim)
+
+
+def _temporal(
+    clips: _Pair, indices: list[int], notes: list[str]
+) -> ProgressGenerator[TemporalResult]:
+    """Warping error on the pairs (i-1, i) that end at an audited frame."""
+    pairs = [(i - 1, i) for i in indices if i > 0]
+    input_error, output_error = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
+    for k, (p, i) in enumerate(pairs):
+        start = time.perf_counter()
+        input_error[k], output_error[k] = warp_errors(
+            clips.original[p], clips.original[i], clips.anonymized[p], clips.anonymized[i]
+        )
+        yield Progress("temporal", k + 1, len(pairs), time.perf_counter() - start)
+    if not pairs:
+        notes.append("temporal: a single frame has no consecutive pair; warping error is null")
+    return TemporalResult(pairs, input_error, output_error)
 
 
 def audit_identity(
@@ -303,22 +376,24 @@ def audit_identity(
     ``(identity, notes)``. What a run checks about its own result."""
     get_original, get_anonymized, notes = _check_pair(original_frames, anonymized_frames)
     count = len(original_frames)
+    indices = list(range(count))
     boxes, landmarks = _track_of(track, count)
     has_face = np.isfinite(boxes).all(axis=1) & np.isfinite(landmarks).all(axis=(1, 2))
-    indices = list(range(count))
-    faces = yield from _measure_faces(
-        get_original, get_anonymized, indices, boxes, landmarks, has_face
-    )
-    return _identity(indices, has_face, faces, notes), notes
+    clips = _Pair(_Lazy(get_original), _Lazy(get_anonymized))
+    faces = yield from _faces(clips, indices, has_face, boxes, landmarks)
+    identity = _identity(indices, has_face, faces.original, faces.anonymized, faces.fitted, notes)
+    return identity, notes
 
 
 def _identity(
-    indices: list[int], has_face: np.ndarray, faces: _FaceMeasures, notes: list[str]
+    indices: list[int],
+    has_face: np.ndarray,
+    original_embeddings: np.ndarray,
+    anonymized_embeddings: np.ndarray,
+    fitted_embeddings: np.ndarray,
+    notes: list[str],
 ) -> IdentityResult:
     """Distances to the signer's reference embedding, leaks and faceless frames."""
-    original_embeddings = faces.original_embeddings
-    anonymized_embeddings = faces.anonymized_embeddings
-    fitted_embeddings = faces.fitted_embeddings
     n = len(indices)
     distance, original_distance, fitted_distance = (np.full(n, np.nan) for _ in range(3))
     if not has_face.any():
@@ -409,3 +484,31 @@ def audit_videos(
             "decode; the audit read the previous good frame in their place"
         )
     return result
+
+
+def audit_run(
+    prepared: Prepared, *, stride: int = 1, max_frames: int | None = None
+) -> ProgressGenerator[AuditResult]:
+    """:func:`audit_clips` of a run folder's finished frames against the prepared source
+    (its face track, with the user's corrections, spares tracking the original again)."""
+    from ..pipeline import FINAL
+    from ..video import VideoReader
+
+    n = prepared.info.frames
+    missing = prepared.run.missing_frames(FINAL, n)
+    if missing:
+        raise SettingsError(
+            f"{len(missing)} of {n} frames are not anonymized yet (first: {missing[0]}); "
+            "finish or resume the run first"
+        )
+    policy = prepared.settings.on_damaged_frame
+    with VideoReader(prepared.info.path, info=prepared.info, on_damaged=policy) as original:
+        return (
+            yield from audit_clips(
+                original,
+                prepared.run.frame_sequence(FINAL, n),
+                track=prepared.track,
+                stride=stride,
+                max_frames=max_frames,
+            )
+        )

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DiffslvaError
-from ..progress import Progress
+from ..errors import Cancelled, DiffslvaError
+from ..progress import StageSeconds, StopCheck
 from .manifest import iso_time
 
 if TYPE_CHECKING:
@@ -44,24 +44,26 @@ def base_record(job: ClipJob, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+def anonymize_job(
+    job: ClipJob, reference: dict[str, Any] | None = None, stop_event: str | None = None
+) -> dict[str, Any]:
     """Anonymize one clip (on a dask worker) and return its batch.json record.
 
     Always resumes: a retried task, or a rerun, continues from the frames in the clip's run
     folder. ``reference`` is the record of the group's first view; its anchor index and
     its style reference (``style_reference.json`` in its run folder) are used here.
-    Expected errors (:class:`DiffslvaError`: a corrupt clip, a bad setting) give a
-    ``failed`` record; anything else propagates so dask retries the task.
+    ``stop_event`` names a dask ``Event``: once it is set the clip stops within one
+    denoising step and its record says ``cancelled``. Expected errors
+    (:class:`DiffslvaError`: a corrupt clip, a bad setting) give a ``failed`` record;
+    anything else propagates so dask retries the task.
     """
     started = time.time()
     record = base_record(job, worker=_worker_name())
-    stages: dict[str, float] = {}
-
-    def on_progress(event: Progress) -> None:
-        stages[event.stage] = stages.get(event.stage, 0.0) + event.seconds
-
+    stages = StageSeconds()
     try:
-        _run(job, reference, record, on_progress)
+        _run(job, reference, record, stages, _stop_check(stop_event))
+    except Cancelled:
+        record.update(status="cancelled", note="stopped on request; rerun the batch to resume")
     except DiffslvaError as exc:
         record["error"] = one_line(exc, job)
     record.update(
@@ -73,7 +75,13 @@ def anonymize_job(job: ClipJob, reference: dict[str, Any] | None = None) -> dict
     return record
 
 
-def _run(job: ClipJob, reference: dict[str, Any] | None, record: dict[str, Any], on_progress):
+def _run(
+    job: ClipJob,
+    reference: dict[str, Any] | None,
+    record: dict[str, Any],
+    on_progress: StageSeconds,
+    should_stop: StopCheck | None,
+) -> None:
     """The anonymization itself; fills ``record`` as it learns things."""
     from ..engine.translate import STAGE as TRANSLATED
     from ..export import source_record
@@ -95,8 +103,10 @@ def _run(job: ClipJob, reference: dict[str, Any] | None, record: dict[str, Any],
             resume=True,
             overwrite=True,
             style_reference=style,
+            should_stop=should_stop,
         ),
         on_progress,
+        should_stop,
     )
     record.update(status="done", output=job.output, frames=result.frames, anchor=result.anchor)
     source = source_record(RunFolder(job.run_dir).read_run())
@@ -146,6 +156,15 @@ def _audit_summary(job: ClipJob) -> dict[str, Any]:
         "temporal": {k: v for k, v in data["temporal"].items() if not isinstance(v, list)},
         "notes": data["notes"],
     }
+
+
+def _stop_check(name: str | None) -> StopCheck | None:
+    """``is_set`` of the dask event ``name`` (asked between denoising steps)."""
+    if name is None:
+        return None
+    from distributed import Event
+
+    return Event(name).is_set
 
 
 def _worker_name() -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError, VideoError
-from ..project import settings_key
+from ..project import RUN_SUFFIX, settings_key
 from .config import matches, read_groups_csv
 from .discovery import OUTPUT_SUFFIX, clip_names, content_hash, discover_clips
 from .manifest import MANIFEST
@@ -53,6 +53,11 @@ class BatchPlan:
     @property
     def manifest_path(self) -> Path:
         return self.outdir / MANIFEST
+
+    @property
+    def stop_event(self) -> str:
+        """Name of the cluster-wide event that asks this batch's running clips to stop."""
+        return f"diffslva-stop-{settings_key(str(self.outdir.resolve()))}"
 
 
 @dataclass
@@ -187,7 +192,7 @@ def _job(
         name=ident,
         source=str(clip.path),
         output=str(out / (ident + OUTPUT_SUFFIX)),
-        run_dir=str(runs / (ident + ".diffslva-run")),
+        run_dir=str(runs / (ident + RUN_SUFFIX)),
         settings=clip.flat,
         key=settings_key(clip.flat, clip.group, follows, stat.st_size, stat.st_mtime_ns),
         group=clip.group,

@@ -2,12 +2,16 @@
 
 The client is the only writer of ``batch.json`` (atomically, after each clip), so the
 manifest is always readable, even mid-run. A rerun of the same plan skips the clips the
-manifest records as finished under the same settings. dask.distributed is imported only
-by the functions that run a batch.
+manifest records as finished under the same settings. A stop request (Ctrl-C in the CLI)
+sets a cluster-wide dask ``Event`` that running clips check between denoising steps;
+clips not started yet are dropped; all of them resume on the next run. dask.distributed
+is an optional dependency (the ``batch`` extra), imported only by the functions that run
+a batch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SettingsError
-from ..progress import Progress, ProgressGenerator
+from ..progress import Progress, ProgressGenerator, StopCheck
 from ..project import check_writable
 from .job import anonymize_job, base_record, one_line
 from .manifest import BatchManifest, status_counts
@@ -36,6 +40,7 @@ class BatchStatus:
     running: int
     waiting: int
     last: dict[str, Any] | None = None  # the record that just finished, if any
+    cancelled: int = 0
 
 
 @dataclass
@@ -44,18 +49,29 @@ class BatchResult:
     records: dict[str, dict[str, Any]]
     notes: list[str]
     seconds: float
+    stopped: bool = False  # a stop request ended the run early
 
     def counts(self) -> dict[str, int]:
-        return {"done": 0, "failed": 0, "skipped": 0, **status_counts(self.records)}
+        return {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0, **status_counts(self.records)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "manifest": str(self.manifest),
             "seconds": round(self.seconds, 3),
+            "stopped": self.stopped,
             **self.counts(),
             "notes": self.notes,
             "clips": self.records,
         }
+
+
+def require_distributed() -> None:
+    """dask.distributed is the ``batch`` extra: say so when it is missing."""
+    if importlib.util.find_spec("distributed") is None:
+        raise SettingsError(
+            "the batch runner needs dask.distributed, which is not installed: "
+            "pip install 'napari-diffslva[batch]'"
+        )
 
 
 def needs_gpu(device: str, gpu_workers: bool) -> bool:
@@ -80,7 +96,12 @@ def gpu_workers(client: Client) -> bool:
 
 
 def run_batch(
-    plan: BatchPlan, client: Client, *, retries: int = 2, poll: float = 1.0
+    plan: BatchPlan,
+    client: Client,
+    *,
+    retries: int = 2,
+    poll: float = 1.0,
+    should_stop: StopCheck | None = None,
 ) -> ProgressGenerator[BatchResult]:
     """Run every unfinished clip of ``plan`` on ``client``'s cluster; yields progress.
 
@@ -88,16 +109,20 @@ def run_batch(
     every ``poll`` seconds. Clips finished earlier under the same key are ``skipped``. A
     clip's error is recorded and the others go on. Tasks that raise unexpectedly are
     retried ``retries`` times; tasks of a lost worker are rescheduled by dask (up to
-    ``distributed.scheduler.allowed-failures`` times).
+    ``distributed.scheduler.allowed-failures`` times). When ``should_stop()`` turns true
+    (asked every ``poll`` seconds), running clips stop within one denoising step and the
+    others are not started: their records say ``cancelled`` and a rerun resumes them.
     """
+    require_distributed()
     check_writable(plan.outdir)
     started = time.perf_counter()
     manifest = BatchManifest(plan.manifest_path)
     records = _skip_finished(plan, manifest)
     todo = [job for job in plan.jobs if job.name not in records]
-    futures = _submit(client, todo, records, retries)
+    stop = _StopRequest(client, plan.stop_event, should_stop)
+    futures = _submit(client, todo, records, retries, stop.name)
     try:
-        yield from _collect_all(client, futures, plan, manifest, records, poll)
+        yield from _collect_all(client, futures, plan, manifest, records, poll, stop)
     finally:
         for future in futures:
             future.cancel()
@@ -106,7 +131,27 @@ def run_batch(
         records=records,
         notes=plan.notes,
         seconds=time.perf_counter() - started,
+        stopped=stop.sent,
     )
+
+
+class _StopRequest:
+    """A front's stop request passed on to the workers as the dask event ``name``."""
+
+    def __init__(self, client: Client, name: str, should_stop: StopCheck | None) -> None:
+        from distributed import Event
+
+        self.name, self.should_stop, self.sent = name, should_stop, False
+        self.event = Event(name, client=client)
+        self.event.clear()  # a stop of an earlier, interrupted run of this batch is over
+
+    def due(self) -> bool:
+        """True once, when the request arrives: the event is then set for the workers."""
+        if self.sent or self.should_stop is None or not self.should_stop():
+            return False
+        self.event.set()
+        self.sent = True
+        return True
 
 
 def _skip_finished(plan: BatchPlan, manifest: BatchManifest) -> dict[str, dict[str, Any]]:
@@ -130,7 +175,11 @@ def _skip_finished(plan: BatchPlan, manifest: BatchManifest) -> dict[str, dict[s
 
 
 def _submit(
-    client: Client, todo: list[ClipJob], records: dict[str, dict[str, Any]], retries: int
+    client: Client,
+    todo: list[ClipJob],
+    records: dict[str, dict[str, Any]],
+    retries: int,
+    stop_event: str,
 ) -> dict[Any, str]:
     """One task per clip; a view of a group depends on its first view's task."""
     gpus = gpu_workers(client)
@@ -145,6 +194,7 @@ def _submit(
             anonymize_job,
             job,
             reference,
+            stop_event,
             key=f"clip-{job.name}-{job.key}-{time.time_ns()}",
             retries=retries,
             pure=False,
@@ -164,6 +214,7 @@ def _collect_all(
     manifest: BatchManifest,
     records: dict[str, dict[str, Any]],
     poll: float,
+    stop: _StopRequest,
 ) -> ProgressGenerator[None]:
     """Record each clip as its task ends; yield progress then and every ``poll`` seconds."""
     from distributed import wait
@@ -172,7 +223,7 @@ def _collect_all(
     total = len(plan.jobs)
 
     def status(last: dict[str, Any] | None = None) -> BatchStatus:
-        counts = {"done": 0, "failed": 0, "skipped": 0, **status_counts(records)}
+        counts = {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0, **status_counts(records)}
         keys = {f.key for f in futures}
         running = sum(1 for ks in client.processing().values() for k in ks if k in keys)
         waiting = total - len(records) - running
@@ -180,14 +231,18 @@ def _collect_all(
 
     tick = time.perf_counter()
     yield Progress("batch", len(records), total, 0.0, status())
-    pending = set(futures)
-    while pending:
+    while futures:
+        if stop.due():
+            for name in _drop_queued(client, futures):
+                records[name] = base_record(
+                    by_name[name], status="cancelled", note="stopped before it started"
+                )
+                manifest.record(name, records[name])
         try:
-            done, _ = wait(list(pending), timeout=poll, return_when="FIRST_COMPLETED")
+            done, _ = wait(list(futures), timeout=poll, return_when="FIRST_COMPLETED")
         except TimeoutError:
             done = set()
         for future in done:
-            pending.discard(future)
             name = futures.pop(future)
             records[name] = _collect(future, by_name[name])
             manifest.record(name, records[name])
@@ -196,6 +251,15 @@ def _collect_all(
             tick = now
         if not done:
             yield Progress("batch", len(records), total, 0.0, status())
+
+
+def _drop_queued(client: Client, futures: dict[Any, str]) -> list[str]:
+    """Cancel the tasks no worker has started (they resume on the next run); their names."""
+    running = {k for keys in client.processing().values() for k in keys}
+    queued = [f for f in futures if f.key not in running and f.status == "pending"]
+    for future in queued:
+        future.cancel()
+    return [futures.pop(future) for future in queued]
 
 
 def _collect(future: Any, job: ClipJob) -> dict[str, Any]:
@@ -217,6 +281,7 @@ def batch_client(
     collapse when the cores are shared; more workers use more cores, at one copy of the
     models each). With ``gpu`` each worker declares ``GPU=1``.
     """
+    require_distributed()
     from distributed import Client
 
     if scheduler is not None:

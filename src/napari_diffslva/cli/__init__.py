@@ -4,6 +4,8 @@ Each module in ``SUBCOMMANDS`` defines ``register(subparsers)``, which adds its 
 ``set_defaults(func=run)``; ``run(args) -> int`` does the work. Expected errors
 (:class:`~napari_diffslva.errors.DiffslvaError`) print one line and exit with code 2 (3
 when the run refused because of an identity leak);
+Ctrl-C asks the running command to stop after the current step (exit code 130, finished
+frames kept; ``args.should_stop`` is that request, for commands to pass to the core);
 ``--json`` output is always exactly one JSON object on stdout, progress goes to stderr.
 Usage errors (a bad flag value) are one line and code 2 as well.
 """
@@ -15,8 +17,9 @@ import importlib
 import sys
 from typing import NoReturn
 
-from ..errors import DiffslvaError
+from ..errors import Cancelled, DiffslvaError
 
+INTERRUPTED = "interrupted; finished frames are kept (anonymize: rerun with --resume)"
 SUBCOMMANDS = [
     "info",
     "probe",
@@ -54,22 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._output import stop_on_interrupt
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, a usage error (already printed)
         return int(exc.code or 0)
-    try:
-        return int(args.func(args) or 0)
-    except DiffslvaError as exc:
-        print(f"napari-diffslva {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(
-            f"napari-diffslva {args.command}: interrupted; finished frames are kept",
-            file=sys.stderr,
-        )
-        return 130
+    with stop_on_interrupt() as should_stop:
+        args.should_stop = should_stop
+        try:
+            return int(args.func(args) or 0)
+        except Cancelled:
+            print(f"napari-diffslva {args.command}: {INTERRUPTED}", file=sys.stderr)
+            return 130
+        except DiffslvaError as exc:
+            print(f"napari-diffslva {args.command}: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"napari-diffslva {args.command}: {INTERRUPTED}", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

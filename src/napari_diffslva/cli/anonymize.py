@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         side_by_side=args.side_by_side,
+        should_stop=args.should_stop,
     )
-    result = drive_with_bar(gen, "anonymize", quiet=args.json)
+    result = drive_with_bar(gen, "anonymize", quiet=args.json, should_stop=args.should_stop)
     d = result.to_dict()
     code = 3 if result.held_back else 0  # as audit --fail-on-leak
     if args.json:

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         "audit",
         quiet=args.quiet,
+        should_stop=args.should_stop,
     )
     data = result.to_json()
     if args.report:

@@ -1,14 +1,17 @@
 """``napari-diffslva batch INPUTS... -o OUTDIR``: a whole corpus on dask, resumable.
 
 Exit code 0 when every clip is done or skipped, 1 when some failed (see ``OUTDIR/batch.json``),
-2 on a usage error before any work starts.
+2 on a usage error before any work starts, 130 when Ctrl-C stopped it (running clips stop
+within one denoising step; rerun the same command to resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
+from ..progress import Progress, run_to_end
 from ._output import print_json
 from .anonymize import add_settings_arguments, given_settings
 
@@ -89,51 +92,55 @@ def run(args: argparse.Namespace) -> int:
     for note in plan.notes:
         print(f"napari-diffslva batch: note: {note}", file=sys.stderr)
     gpu = args.scheduler is None and local_gpu(plan)
-    with batch_client(args.scheduler, args.workers, gpu=gpu) as client:
-        result = _drive(run_batch(plan, client, retries=args.retries), quiet=args.json)
+    bar = None if args.json else ClipBar()
+    try:
+        with batch_client(args.scheduler, args.workers, gpu=gpu) as client:
+            # the stop request goes to run_batch, which passes it on to the running clips
+            gen = run_batch(plan, client, retries=args.retries, should_stop=args.should_stop)
+            result = run_to_end(gen, bar)
+    finally:
+        if bar is not None:
+            bar.close()
     counts = result.counts()
     if args.json:
         print_json(result.to_dict())
     else:
         print(
-            f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-            f"in {result.seconds:.0f} s; manifest {result.manifest}"
+            f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, "
+            f"{counts['cancelled']} stopped in {result.seconds:.0f} s; manifest {result.manifest}"
         )
         for name, rec in result.records.items():
             if rec["status"] == "failed":
                 print(f"  failed {name}: {rec['error']}")
+    if result.stopped:
+        print(
+            "napari-diffslva batch: interrupted; rerun the same command to resume", file=sys.stderr
+        )
+        return 130
     return 1 if counts["failed"] else 0
 
 
-def _drive(gen, quiet: bool):
-    """Run the batch under one tqdm bar (clips) on stderr; returns its result."""
-    from tqdm import tqdm
+class ClipBar:
+    """A progress sink: one tqdm bar of clips on stderr, with the counts and each failure."""
 
-    bar = None
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if quiet:
-                continue
-            if bar is None:
-                bar = tqdm(
-                    total=event.total,
-                    desc="batch",
-                    unit="clip",
-                    file=sys.stderr,
-                    dynamic_ncols=True,
-                )
-            s = event.payload
-            bar.set_postfix(
-                done=s.done, failed=s.failed, skipped=s.skipped, running=s.running, refresh=False
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, event: Progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(
+                total=event.total, desc="batch", unit="clip", file=sys.stderr, dynamic_ncols=True
             )
-            bar.update(event.done - bar.n)
-            if s.last is not None and s.last["status"] == "failed":
-                bar.write(f"failed: {s.last.get('error')}", file=sys.stderr)
-    finally:
-        if bar is not None:
-            bar.close()
-        gen.close()
+        s = event.payload
+        self.bar.set_postfix(
+            done=s.done, failed=s.failed, skipped=s.skipped, running=s.running, refresh=False
+        )
+        self.bar.update(event.done - self.bar.n)
+        if s.last is not None and s.last["status"] == "failed":
+            self.bar.write(f"failed: {s.last.get('error')}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

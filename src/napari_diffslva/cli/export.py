@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..export import ODD_SIZES
 from ..video import DAMAGED_FRAME_POLICIES
@@ -34,42 +33,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import check_encoding, check_output, export_frames, info_record
-    from ..project import atomic_write_json
-    from ..video import DamagedFrameError, VideoReader, check_frames, damaged_frame_message, probe
+    from ..export import reencode
 
-    check_encoding(args.crf, args.odd_size)
-    check_output(args.output, overwrite=args.overwrite, protect=[args.input])
-    info = drive_with_bar(check_frames(probe(args.input)), "export", quiet=args.json)
-    if info.damaged and args.on_damaged_frame == "error":
-        raise DamagedFrameError(
-            damaged_frame_message(info.path, list(info.damaged), info.frames, info.timing)
-        )
-    with VideoReader(args.input, info=info, on_damaged=args.on_damaged_frame) as reader:
-        gen = export_frames(
-            reader.iter_frames(),
-            args.output,
-            info.timing,
-            overwrite=args.overwrite,
-            protect=[args.input],
-            crf=args.crf,
-            odd_size=args.odd_size,
-        )
-        out = drive_with_bar(gen, "export", quiet=args.json)
-    result = probe(out).to_dict()
-    result["output"] = str(out)
-    record = info_record(info, args.on_damaged_frame)
-    if record["deviations"]:  # every departure from the source is written down beside it
-        sidecar = Path(str(out) + ".json")
-        atomic_write_json(sidecar, {"tool": "napari-diffslva", "source": info.to_dict(), **record})
-        result.update(record, sidecar=str(sidecar))
+    gen = reencode(
+        args.input,
+        args.output,
+        overwrite=args.overwrite,
+        crf=args.crf,
+        odd_size=args.odd_size,
+        on_damaged=args.on_damaged_frame,
+    )
+    result = drive_with_bar(gen, "export", quiet=args.json, should_stop=args.should_stop)
     if args.json:
         print_json(result)
-    else:
-        print(
-            f"wrote {out}: {result['frames']} frames at {result['rate']} fps, "
-            f"{result['width']}x{result['height']}"
-        )
-        for note in record["deviations"]:
-            print(f"  note: {note}")
+        return 0
+    print(
+        f"wrote {result['output']}: {result['frames']} frames at {result['rate']} fps, "
+        f"{result['width']}x{result['height']}"
+    )
+    for note in result.get("deviations", []):
+        print(f"  note: {note}")
     return 0

@@ -25,7 +25,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = PrepareSettings(**given_flags(args, [PrepareSettings]))
     prepared = drive_with_bar(
-        prepare_clip(args.video, args.run_dir, settings), "prepare", quiet=args.json
+        prepare_clip(args.video, args.run_dir, settings),
+        "prepare",
+        quiet=args.json,
+        should_stop=args.should_stop,
     )
     summary = prepared.summary()
     if args.json:

@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     info = probe(args.video)
     if args.check_frames:
-        info = drive_with_bar(check_frames(info), "probe", quiet=args.json)
+        info = drive_with_bar(
+            check_frames(info), "probe", quiet=args.json, should_stop=args.should_stop
+        )
     d = info.to_dict(with_timestamps=args.timestamps)
     d["notes"] = source_notes(d)
     if args.json:

@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     info = probe(args.driving)
     frames = read_frames(args.driving)
     result, report = drive_with_bar(
-        reenact_video(source, frames, backend=backend), "reenact", quiet=args.json
+        reenact_video(source, frames, backend=backend),
+        "reenact",
+        quiet=args.json,
+        should_stop=args.should_stop,
     )
     written = write_video(result, out, info.timing, overwrite=args.overwrite)
     summary = report.to_dict()

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             anonymize(video, output, run_dir=tmp_dir / "run", settings=settings, overwrite=True),
             "selftest",
             quiet=args.json,
+            should_stop=args.should_stop,
         )
         out = probe(output)
         checks = {

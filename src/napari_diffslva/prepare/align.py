@@ -93,13 +93,6 @@ def transform_points(points: np.ndarray, M: np.ndarray) -> np.ndarray:
     return pts @ np.asarray(M, dtype=np.float64)[:, :2].T + np.asarray(M)[:, 2]
 
 
-def invert_transform(M: np.ndarray) -> np.ndarray:
-    """The (2, 3) inverse of an invertible (2, 3) affine transform."""
-    import cv2
-
-    return cv2.invertAffineTransform(np.asarray(M, dtype=np.float64))
-
-
 def crop_face(frame: np.ndarray, M: np.ndarray, size: int = 256) -> np.ndarray:
     """The (size, size, 3) uint8 face crop of ``frame`` under transform ``M``."""
     import cv2

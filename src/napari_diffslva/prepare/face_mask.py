@@ -70,14 +70,6 @@ def frame_face_mask(track: FaceTrack, t: int, shape_hw: tuple[int, int], **kwarg
     return landmark_face_mask(track.landmarks[t], shape_hw, **kwargs)
 
 
-def clip_face_masks(track: FaceTrack, shape_hw: tuple[int, int], **kwargs) -> np.ndarray:
-    """(T, H, W) uint8 labels (1 = face, 0 elsewhere) for a napari Labels layer."""
-    masks = np.zeros((len(track), *shape_hw[:2]), np.uint8)
-    for t in range(len(track)):
-        masks[t] = frame_face_mask(track, t, shape_hw, **kwargs) >= 0.5
-    return masks
-
-
 @dataclass
 class FaceParser:
     """BiSeNet face parsing on face crops (RGB uint8)."""

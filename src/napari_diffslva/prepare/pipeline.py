@@ -82,6 +82,7 @@ class PrepareSettings:
         kind="str",
         stage="prepare",
         nullable=True,
+        path=True,
     )
     flow: str = option(
         "dis", "optical flow backend", kind="str", stage="prepare", choices=FLOW_BACKENDS
@@ -122,7 +123,12 @@ class PrepareSettings:
         choices=FACE_PARSERS,
     )
     parser_weights: str | None = option(
-        None, "BiSeNet weights file (null: searched)", kind="str", stage="prepare", nullable=True
+        None,
+        "BiSeNet weights file (null: searched)",
+        kind="str",
+        stage="prepare",
+        nullable=True,
+        path=True,
     )
     offline: bool = option(
         False,
@@ -223,11 +229,9 @@ class Prepared:
         from .face_mask import frame_face_mask
 
         hw = (self.info.height, self.info.width)
-        painted = self.run.root / "masks" / f"{index:06d}.png"
-        if painted.is_file():
-            import cv2
-
-            return (cv2.imread(str(painted), cv2.IMREAD_GRAYSCALE) > 0).astype(np.float32)
+        painted = self.run.read_mask(index)
+        if painted is not None:
+            return painted
         if self.settings.face_parser == "bisenet" and index in set(self.track.face_frames):
             return self._parsed_mask(index, hw)
         return frame_face_mask(self.track, index, hw)
@@ -235,9 +239,9 @@ class Prepared:
     def blend_mask(self, index: int) -> tuple[np.ndarray, bool] | None:
         """The face module's mask override for a frame: ``(painted, True)`` when the user
         painted one, ``(parsed, False)`` with the BiSeNet parser, else None (landmarks)."""
-        painted = self.run.root / "masks" / f"{index:06d}.png"
-        if painted.is_file():
-            return self.face_mask(index), True
+        painted = self.run.read_mask(index)
+        if painted is not None:
+            return painted, True
         if self.settings.face_parser == "bisenet":
             return self.face_mask(index), False
         return None
@@ -328,14 +332,31 @@ def prepare_clip(
 ) -> ProgressGenerator[Prepared]:
     """Compute (or reuse) faces, edges and flow for ``video`` in ``run_dir``.
 
-    Yields :class:`Progress` per frame and stage; returns the :class:`Prepared` clip.
-    Closing the generator stops between frames; finished frames stay cached.
+    Yields :class:`Progress` per frame and stage and, as each stage of ``stages`` is done,
+    one event of that stage whose payload is the clip prepared so far (a :class:`Prepared`),
+    so a front can show a stage's results while the next one runs. Returns the prepared
+    clip. Closing the generator stops between frames; finished frames stay cached.
     ``edge_frames`` limits the edges stage to those frames (default: all).
     """
     settings = settings or PrepareSettings()
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise SettingsError(f"unknown prepare stages: {', '.join(sorted(unknown))}")
+    run, info, geo, edge_model = yield from _start(video, run_dir, settings)
+    reader = VideoReader(video, info=info, on_damaged=settings.on_damaged_frame)
+    try:
+        return (
+            yield from _stages(run, info, geo, settings, edge_model, reader, stages, edge_frames)
+        )
+    finally:
+        reader.close()
+
+
+def _start(
+    video: str | Path, run_dir: str | Path, settings: PrepareSettings
+) -> ProgressGenerator[tuple[RunFolder, VideoInfo, WorkingGeometry, EdgeModel]]:
+    """Probe the clip, find its damaged frames, choose the edge model and record them in
+    the run folder."""
     info = probe(video)
     run = RunFolder(run_dir).ensure()
     run.check_source(info.content_hash)
@@ -358,23 +379,24 @@ def prepare_clip(
             damaged_frame_message(info.path, list(info.damaged), info.frames, info.timing)
         )
     run.write_settings("prepare", settings.to_dict())
-    reader = VideoReader(video, info=info, on_damaged=settings.on_damaged_frame)
-    seconds: dict[str, float] = {}
+    return run, info, geo, edge_model
 
+
+def _stages(
+    run: RunFolder,
+    info: VideoInfo,
+    geo: WorkingGeometry,
+    settings: PrepareSettings,
+    edge_model: EdgeModel,
+    reader: VideoReader,
+    stages: tuple[str, ...],
+    edge_frames: range | None,
+) -> ProgressGenerator[Prepared]:
+    seconds: dict[str, float] = {}
     track = yield from _faces(run, reader, info, settings, seconds, "faces" in stages)
-    edits = run.read_edits()
-    anchor = _anchor(edits, settings, track, info.frames)
+    anchor = _anchor(run.read_edits(), settings, track, info.frames)
     edges = run.frame_store("edges", _edges_key(info, geo, settings, edge_model), info.frames)
-    if "edges" in stages:
-        yield from _edges(edges, reader, geo, settings, edge_model, seconds, edge_frames)
-    controls = None
-    if settings.face_control == "sketch":
-        controls = yield from _controls(run, edges, track, geo, settings, "edges" in stages)
-    flows = run.frame_store("flow", _flow_key(info, geo, settings, anchor), info.frames)
-    if "flow" in stages:
-        yield from _flows(flows, reader, geo, settings, anchor, seconds)
-    reader.close()
-    return Prepared(
+    prepared = Prepared(
         run=run,
         info=info,
         geometry=geo,
@@ -382,11 +404,22 @@ def prepare_clip(
         anchor=anchor,
         track=track,
         edges=edges,
-        flows=flows,
+        flows=run.frame_store("flow", _flow_key(info, geo, settings, anchor), info.frames),
         edge_model=edge_model.identity,
         seconds_per_frame=seconds,
-        controls=controls,
+        controls=_control_store(run, edges, track, settings),
     )
+    done = info.frames
+    if "faces" in stages:
+        yield Progress("faces", done, done, 0.0, prepared)
+    if "edges" in stages:
+        yield from _edges(prepared.edges, reader, geo, settings, edge_model, seconds, edge_frames)
+        yield from _control_maps(prepared)
+        yield Progress("edges", done, done, 0.0, prepared)
+    if "flow" in stages:
+        yield from _flows(prepared.flows, reader, geo, settings, anchor, seconds)
+        yield Progress("flow", done, done, 0.0, prepared)
+    return prepared
 
 
 def _checked(run: RunFolder, info: VideoInfo) -> ProgressGenerator[VideoInfo]:
@@ -413,7 +446,10 @@ def open_prepared(
 
 
 def _anchor(edits: dict, settings: PrepareSettings, track, frames: int) -> int:
-    anchor = edits.get("anchor", {}).get("frame", settings.anchor)
+    from .edits import anchor_frame
+
+    anchor = anchor_frame(edits)
+    anchor = settings.anchor if anchor is None else anchor
     if anchor is None:
         return choose_anchor(track, frames)
     if not 0 <= int(anchor) < frames:
@@ -438,9 +474,7 @@ def _faces(
         seconds["faces"] = float(cached.get("seconds_per_frame", np.zeros(())))
     elif compute:
         start = time.perf_counter()
-        track = yield from track_faces(
-            _FrameList(reader), max_gap=s.max_gap, upsample=s.face_upsample
-        )
+        track = yield from track_faces(reader, max_gap=s.max_gap, upsample=s.face_upsample)
         seconds["faces"] = (time.perf_counter() - start) / info.frames
         run.save_cache(
             "faces", key, {**track.to_arrays(), "seconds_per_frame": np.array(seconds["faces"])}
@@ -449,21 +483,8 @@ def _faces(
         track = FaceTrack.empty(info.frames)
     edits = run.read_edits()
     if edits.get("boxes") or edits.get("status"):
-        track = apply_edits(track, edits, frames=_FrameList(reader))
+        track = apply_edits(track, edits, frames=reader)
     return track
-
-
-class _FrameList:
-    """A read-only sequence view of a reader (what the face tracker expects)."""
-
-    def __init__(self, reader: VideoReader) -> None:
-        self._reader = reader
-
-    def __len__(self) -> int:
-        return len(self._reader)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self._reader[index]
 
 
 def _edges(
@@ -477,7 +498,8 @@ def _edges(
 ):
     from .edges import edges_to_uint8, get_edge_detector
 
-    todo = [i for i in store.missing() if frames is None or i in frames]
+    missing = store.missing()
+    todo = [i for i in missing if frames is None or i in frames]
     if todo:
         detector = get_edge_detector(model, safe=s.safe_edges, device=run_device(s.device))
         spent = 0.0
@@ -486,7 +508,8 @@ def _edges(
             store.write(i, edges=edges_to_uint8(edges))
             unit = time.perf_counter() - start  # a batch's cost lands on its first frame
             spent += unit
-            yield Progress("edges", n + 1, len(todo), unit)
+            done = store.frames - len(missing) + n + 1  # of the whole clip: cached ones count
+            yield Progress("edges", done, store.frames, unit)
             start = time.perf_counter()
         seconds["edges"] = spent / len(todo)
         if not store.missing():
@@ -503,23 +526,27 @@ def run_device(name: str) -> str:
     return str(resolve_device("auto"))
 
 
-def _controls(
-    run: RunFolder,
-    edges: FrameStore,
-    track,
-    geo: WorkingGeometry,
-    s: PrepareSettings,
-    compute: bool,
-) -> ProgressGenerator[FrameStore]:
-    """The control maps: cached edges with the face-region sketch of the (edited) track."""
-    from .face_control import FaceControl, control_key, write_control_maps
+def _control_store(
+    run: RunFolder, edges: FrameStore, track, s: PrepareSettings
+) -> FrameStore | None:
+    """Where the control maps (cached edges with the face-region sketch of the edited
+    track) go; None with ``face_control = "edges"`` (the engine reads the edges)."""
+    from .face_control import control_key
 
+    if s.face_control != "sketch":
+        return None
     key = control_key(edges.folder.name, track, s.face_control, s.face_shape)
-    store = run.frame_store("control", key, edges.frames)
-    if compute:
-        face = FaceControl(track, geo, s.face_shape)
-        yield from write_control_maps(store, edges, face, s.safe_edges)
-    return store
+    return run.frame_store("control", key, edges.frames)
+
+
+def _control_maps(prepared: Prepared) -> ProgressGenerator[None]:
+    """Compose the control maps of every frame whose edges are cached."""
+    from .face_control import FaceControl, write_control_maps
+
+    if prepared.controls is not None:
+        s = prepared.settings
+        face = FaceControl(prepared.track, prepared.geometry, s.face_shape)
+        yield from write_control_maps(prepared.controls, prepared.edges, face, s.safe_edges)
 
 
 def _flows(
@@ -553,6 +580,7 @@ def _flows(
                 arrays.update(pair_to_arrays(pair, kind))
             store.write(i, **arrays)
             spent += time.perf_counter() - start
-            yield Progress("flow", n + 1, len(todo), time.perf_counter() - start)
+            done = store.frames - len(todo) + n + 1  # of the whole clip: cached frames count
+            yield Progress("flow", done, store.frames, time.perf_counter() - start)
         seconds["flow"] = spent / len(todo)
         store.mark_complete()
