@@ -135,6 +135,16 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+def unet_calls(engine) -> tuple[int, int]:
+    """UNet calls of the anchor (one sampling pass) and of any other frame (two passes:
+    the second one, which fuses the warped reference, starts at the first fused step)
+    under :class:`~napari_diffslva.engine.settings.EngineSettings` ``engine``."""
+    per_pass = engine.steps - engine.start_step
+    fused = [i for i in engine.steps_in("stage2_range") if i > engine.start_step]
+    second = engine.steps - min(fused) if engine.fusion and fused else 0
+    return per_pass, per_pass + second
+
+
 class StepCounter:
     """Counts denoising steps (UNet forward calls) of loaded models, in any thread;
     ``at(n, action)`` runs ``action`` inside the n-th step (after it has started)."""

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REAL_CLIPS
+from conftest import REAL_CLIPS, unet_calls
 from napari_diffslva.cli import main
 from napari_diffslva.errors import Cancelled, SettingsError
 from napari_diffslva.pipeline import AnonymizeSettings, anonymize, anonymize_clip
@@ -123,19 +123,12 @@ def test_killed_run_resumes_to_the_same_clip(tiny, short_clip, tmp_path):
     assert diff.mean() < 1.0
 
 
-def steps_per_frame(settings: AnonymizeSettings) -> tuple[int, int]:
-    """UNet calls of the anchor (one sampling pass) and of any other frame (two passes:
-    the second one fuses the warped reference)."""
-    per_pass = settings.engine.steps - settings.engine.start_step
-    return per_pass, 2 * per_pass
-
-
 def test_stop_lands_within_one_denoising_step_and_the_run_resumes(
     tiny, short_clip, tmp_path, count_steps
 ):
     flat = {**tiny, "face_module": "off"}
     settings = AnonymizeSettings.from_flat(flat)
-    anchor_steps, frame_steps = steps_per_frame(settings)
+    anchor_steps, frame_steps = unet_calls(settings.engine)
     assert anchor_steps >= 3  # a stop after 2 steps of a pass is mid-pass
     steps = count_steps(flat)
     stop = threading.Event()
@@ -153,8 +146,12 @@ def test_stop_lands_within_one_denoising_step_and_the_run_resumes(
     steps.reset()
     result = run_to_end(anonymize_clip(short_clip, run_dir, settings, resume=True))
     assert result.frames == 6
-    # the anchor is recomputed (it is not stored as state), finished frames are not
-    assert steps.calls == anchor_steps + frame_steps * (6 - 2)
+    # the anchor is recomputed (it is not stored as state), finished frames are not, but
+    # for any the engine reports it recomputed to rebuild attention states (none when the
+    # first unfinished frame follows the anchor); their stored outputs are not rewritten
+    rebuilt = result.stats["resumed_frames"]
+    assert steps.calls == anchor_steps + frame_steps * (6 - 2 + rebuilt)
+    assert result.stats["resume_mismatches"] == 0
     assert {i: run.frame_path("anonymized", i).stat().st_mtime_ns for i in done} == kept
     assert len(run.manifest("final")["done"]) == 6
 

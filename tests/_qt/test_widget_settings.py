@@ -15,7 +15,7 @@ from napari_diffslva._qt._session import session_for
 from napari_diffslva._qt.anonymize_widget import AnonymizeWidget
 from napari_diffslva._qt.prepare_widget import PrepareWidget
 from napari_diffslva._qt.settings_form import ChoiceField
-from napari_diffslva.engine.settings import EngineSettings
+from napari_diffslva.engine.settings import PRESETS, EngineSettings
 from napari_diffslva.options import declared, default_of
 from napari_diffslva.pipeline import SETTINGS_CLASSES, AnonymizeSettings
 from napari_diffslva.prepare.pipeline import PrepareSettings
@@ -36,7 +36,7 @@ def _other_value(name, spec, default, field):
     """A valid value other than the default, one the field can show."""
     if isinstance(field, ChoiceField):
         items = [field.widget.itemText(i) for i in range(field.widget.count())]
-        others = [c for c in items if c != default]
+        others = [c for c in items if c and c != default]  # '' is null
         return others[0] if others else default
     if spec.kind == "bool":
         return not default
@@ -74,7 +74,8 @@ def test_every_declared_setting_has_a_field_with_its_default_and_choices(widgets
                 if name == "device":  # what this computer has, of the declared choices
                     assert set(items) <= set(spec.choices) and "cpu" in items
                 else:
-                    assert tuple(items) == tuple(map(str, spec.choices)), name
+                    null = ("",) if spec.nullable else ()  # a nullable choice offers empty
+                    assert tuple(items) == null + tuple(map(str, spec.choices)), name
 
 
 def test_prepare_widget_settings_carry_every_field(widgets):
@@ -108,6 +109,7 @@ def test_anonymize_widget_keeps_every_prepare_setting(widgets):
     for name, field in anonymize.form.fields.items():
         spec, default = _declared(EngineSettings, AnonymizeSettings)[name]
         chosen[name] = _other_value(name, spec, default, field)
+    chosen["sampler"] = PRESETS[chosen["preset"]]["sampler"]  # a preset fixes its sampler
     anonymize.form.set_values(chosen)
     settings = anonymize.settings()
     for f, _ in declared(PrepareSettings):

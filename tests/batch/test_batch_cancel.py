@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from conftest import unet_calls
 from napari_diffslva.batch import plan_batch, run_batch
 from napari_diffslva.pipeline import AnonymizeSettings
 from napari_diffslva.progress import run_to_end
@@ -50,7 +51,7 @@ def test_stop_reaches_the_running_clip_within_one_step(
         "face_module": "off",
     }
     engine = AnonymizeSettings.from_flat(flat).engine
-    per_pass = engine.steps - engine.start_step  # the anchor: one pass; other frames: two
+    per_pass, per_frame = unet_calls(engine)  # the anchor: one pass; other frames: two
     plan = plan_batch([corpus], tmp_path / "out", settings=flat)
     steps = count_steps(flat)
     user_stop = threading.Event()
@@ -75,4 +76,4 @@ def test_stop_reaches_the_running_clip_within_one_step(
     assert not again.stopped
     assert [again.records[j.name]["status"] for j in plan.jobs] == ["done", "done"]
     assert again.records[first.name]["resumed_frames"] == 1
-    assert steps.calls == 2 * (per_pass + 2 * per_pass * 3)  # two clips of 4 frames
+    assert steps.calls == 2 * (per_pass + per_frame * 3)  # two clips of 4 frames

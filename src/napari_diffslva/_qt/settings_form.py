@@ -121,16 +121,22 @@ class ChoiceField(Field):
 
     def __init__(self, name: str, spec: Spec, choices: Sequence[str] | None = None) -> None:
         box = QComboBox()
-        box.addItems([str(c) for c in (choices if choices is not None else spec.choices or ())])
+        items = [str(c) for c in (choices if choices is not None else spec.choices or ())]
+        box.addItems([""] * spec.nullable + items)  # a nullable setting: empty means null
         box.setEditable(bool(spec.prefixes_ok) or spec.kind == "prefixes")
         super().__init__(name, spec, box)
 
     def value(self) -> Any:
         text = self.widget.currentText().strip()
+        if not text and self.spec.nullable:
+            return None
         return parse_text(self.name, text, self.spec) if self.spec.kind == "prefixes" else text
 
     def set_value(self, value: Any) -> None:
-        self.widget.setCurrentText(value if isinstance(value, str) else ",".join(value))
+        if value is None:
+            self.widget.setCurrentText("")
+        else:
+            self.widget.setCurrentText(value if isinstance(value, str) else ",".join(value))
 
 
 class SuggestField(ChoiceField):

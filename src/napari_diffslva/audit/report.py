@@ -189,9 +189,8 @@ def _frames_text(frames: list[int], limit: int = 40) -> str:
     return (shown + f", ... ({len(frames)} in all)") if len(frames) > limit else (shown or "none")
 
 
-def render_html(result: AuditResult, pngs: dict[str, bytes]) -> str:
-    """The whole report as one HTML page with the plots embedded as base64 PNGs."""
-    data = result.to_json()
+def _overview_table(data: dict) -> str:
+    """The report's first table: one line per headline measure."""
     idn, ex, hd, tm = data["identity"], data["expression"], data["hands"], data["temporal"]
     s = idn["summary"]
     verdict = (
@@ -201,7 +200,7 @@ def render_html(result: AuditResult, pngs: dict[str, bytes]) -> str:
         if idn["leak_frames"]
         else "no leak found in the audited frames"
     )
-    overview = _table(
+    return _table(
         [
             ("frames (audited)", f"{data['frames']} ({len(data['frame_indices'])})"),
             ("identity", verdict),
@@ -226,6 +225,13 @@ def render_html(result: AuditResult, pngs: dict[str, bytes]) -> str:
         ],
         ("measure", "value"),
     )
+
+
+def render_html(result: AuditResult, pngs: dict[str, bytes]) -> str:
+    """The whole report as one HTML page with the plots embedded as base64 PNGs."""
+    data = result.to_json()
+    idn, ex = data["identity"], data["expression"]
+    overview = _overview_table(data)
     features = _table(
         [
             (f, _fmt(ex["correlation"][f], 2), _fmt(ex["error"][f]), ex["units"][f])

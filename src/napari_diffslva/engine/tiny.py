@@ -48,6 +48,58 @@ _CARRIER = 100.0  # constant channels that pin GroupNorm's statistics (A^2 fits 
 _OFFSET = 20.0  # shift into SiLU's linear part
 
 
+def _spread(conv, inputs: int) -> None:
+    """``inputs`` channels -> groups ``[c, -c, A, -A]`` (3 signal groups, 1 constant)."""
+    conv.weight.zero_()
+    conv.bias.zero_()
+    centre = conv.kernel_size[0] // 2
+    for g in range(conv.out_channels // 4):
+        if g < min(3, inputs):
+            conv.weight[4 * g, g, centre, centre] = 1.0
+            conv.weight[4 * g + 1, g, centre, centre] = -1.0
+        conv.bias[4 * g + 2], conv.bias[4 * g + 3] = _CARRIER, -_CARRIER
+
+
+def _gather(conv, outputs: int) -> None:
+    """Signals back from the normalised, offset groups (the inverse of :func:`_spread`)."""
+    conv.weight.zero_()
+    conv.bias.zero_()
+    centre = conv.kernel_size[0] // 2
+    for g in range(min(3, outputs)):
+        conv.weight[g, 4 * g, centre, centre] = 1.0
+        conv.bias[g] = -_OFFSET
+
+
+def _average_taps(conv, taps: list[tuple[int, int]]) -> None:
+    """Each output channel = the mean of its own input channel at ``taps``."""
+    conv.weight.zero_()
+    conv.bias.zero_()
+    for c in range(conv.out_channels):
+        for y, x in taps:
+            conv.weight[c, c, y, x] = 1.0 / len(taps)
+
+
+def _identity_blocks(vae) -> None:
+    """Residual branches and attention outputs zeroed (each block is its identity path);
+    downsamplers average 2x2, upsampler convs copy."""
+    from diffusers.models.attention_processor import Attention
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
+    for module in vae.modules():
+        if isinstance(module, ResnetBlock2D):
+            module.conv2.weight.zero_()
+            module.conv2.bias.zero_()
+        elif isinstance(module, Attention):
+            module.to_out[0].weight.zero_()
+            module.to_out[0].bias.zero_()
+        elif isinstance(module, Downsample2D):
+            _average_taps(module.conv, [(0, 0), (0, 1), (1, 0), (1, 1)])  # after a (0,1,0,1) pad
+        elif isinstance(module, Upsample2D):
+            _average_taps(module.conv, [(1, 1)])
+
+
 def _make_box_filter_autoencoder(vae) -> None:
     """Set the weights of a 4-block, 16-channel, 4-group AutoencoderKL so that the encoder
     averages 8x8 blocks and the decoder repeats them.
@@ -59,60 +111,70 @@ def _make_box_filter_autoencoder(vae) -> None:
     each block is its identity path), downsamplers average 2x2, upsampler convs copy.
     """
     import torch
-    from diffusers.models.attention_processor import Attention
-    from diffusers.models.downsampling import Downsample2D
-    from diffusers.models.resnet import ResnetBlock2D
-    from diffusers.models.upsampling import Upsample2D
-
-    def spread(conv: torch.nn.Conv2d, inputs: int) -> None:
-        """``inputs`` channels -> groups ``[c, -c, A, -A]`` (3 signal groups, 1 constant)."""
-        conv.weight.zero_()
-        conv.bias.zero_()
-        centre = conv.kernel_size[0] // 2
-        for g in range(conv.out_channels // 4):
-            if g < min(3, inputs):
-                conv.weight[4 * g, g, centre, centre] = 1.0
-                conv.weight[4 * g + 1, g, centre, centre] = -1.0
-            conv.bias[4 * g + 2], conv.bias[4 * g + 3] = _CARRIER, -_CARRIER
-
-    def gather(conv: torch.nn.Conv2d, outputs: int) -> None:
-        """Signals back from the normalised, offset groups (the inverse of :func:`spread`)."""
-        conv.weight.zero_()
-        conv.bias.zero_()
-        centre = conv.kernel_size[0] // 2
-        for g in range(min(3, outputs)):
-            conv.weight[g, 4 * g, centre, centre] = 1.0
-            conv.bias[g] = -_OFFSET
-
-    def copy(conv: torch.nn.Conv2d, taps: list[tuple[int, int]]) -> None:
-        conv.weight.zero_()
-        conv.bias.zero_()
-        for c in range(conv.out_channels):
-            for y, x in taps:
-                conv.weight[c, c, y, x] = 1.0 / len(taps)
 
     with torch.no_grad():
-        for module in vae.modules():
-            if isinstance(module, ResnetBlock2D):
-                module.conv2.weight.zero_()
-                module.conv2.bias.zero_()
-            elif isinstance(module, Attention):
-                module.to_out[0].weight.zero_()
-                module.to_out[0].bias.zero_()
-            elif isinstance(module, Downsample2D):
-                copy(module.conv, [(0, 0), (0, 1), (1, 0), (1, 1)])  # after a (0,1,0,1) pad
-            elif isinstance(module, Upsample2D):
-                copy(module.conv, [(1, 1)])
+        _identity_blocks(vae)
         for coder in (vae.encoder, vae.decoder):
             coder.conv_norm_out.weight.fill_(_CARRIER / 2**0.5)
             coder.conv_norm_out.bias.fill_(_OFFSET)
-        spread(vae.encoder.conv_in, 3)
-        gather(vae.encoder.conv_out, vae.config.latent_channels)
+        _spread(vae.encoder.conv_in, 3)
+        _gather(vae.encoder.conv_out, vae.config.latent_channels)
         vae.encoder.conv_out.bias[vae.config.latent_channels :] = -20.0  # log-variance: ~0
-        spread(vae.decoder.conv_in, vae.config.latent_channels)
-        gather(vae.decoder.conv_out, 3)
+        _spread(vae.decoder.conv_in, vae.config.latent_channels)
+        _gather(vae.decoder.conv_out, 3)
         for conv in (vae.quant_conv, vae.post_quant_conv):
-            copy(conv, [(0, 0)])
+            _average_taps(conv, [(0, 0)])
+
+
+def _tiny_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=16,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def _tiny_vae():
+    """Four blocks, so latents are 1/8 of the image as in Stable Diffusion; box filters."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(
+        block_out_channels=(16, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=1.0,
+    )
+    _make_box_filter_autoencoder(vae)
+    return vae
+
+
+def _tiny_text_encoder(vocab: dict[str, int]):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        )
+    )
 
 
 def build_tiny_models(folder: str | Path) -> tuple[Path, Path]:
@@ -122,54 +184,15 @@ def build_tiny_models(folder: str | Path) -> tuple[Path, Path]:
     ``unet/``, ``vae/`` ...). Existing folders are rebuilt (the build is deterministic).
     """
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        ControlNetModel,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
 
     folder = Path(folder)
     sd_dir, controlnet_dir = folder / "sd", folder / "controlnet"
     vocab = _byte_level_vocab()
     with torch.random.fork_rng():
         torch.manual_seed(TINY_SEED)
-        unet = UNet2DConditionModel(
-            sample_size=16,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=16,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(16, 16, 16, 16),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=1,
-            norm_num_groups=4,
-            sample_size=64,
-            scaling_factor=1.0,
-        )
-        _make_box_filter_autoencoder(vae)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(vocab),
-                hidden_size=32,
-                intermediate_size=64,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                max_position_embeddings=77,
-                bos_token_id=vocab["<|startoftext|>"],
-                eos_token_id=vocab["<|endoftext|>"],
-                pad_token_id=vocab["<|endoftext|>"],
-            )
-        )
+        unet, vae, text_encoder = _tiny_unet(), _tiny_vae(), _tiny_text_encoder(vocab)
         factor_log2 = len(vae.config.block_out_channels) - 1
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=(8, 16, 16, 32)[: factor_log2 + 1]
