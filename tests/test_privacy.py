@@ -177,11 +177,12 @@ def test_self_audit_off_says_what_is_lost(tiny, clip, tmp_path, capsys):
 def test_a_stop_during_the_gate_lands_within_one_step(tiny, clip, tmp_path, count_steps):
     """The gate's anchor translation honours the run's stop request like the clip does:
     nothing is translated and nothing recorded; the next run gates again and finishes."""
-    flat = {**tiny, "short_side": 64}
+    flat = {**tiny, "short_side": 64, "steps": 4}
     settings = AnonymizeSettings.from_flat(flat)
+    assert settings.engine.steps - settings.engine.start_step == 3
     steps = count_steps(flat)
     stop = threading.Event()
-    steps.at(2, stop.set)  # inside the gate's anchor translation
+    steps.at(2, stop.set)  # inside the gate's anchor translation, one step before its end
     run_dir = tmp_path / "run"
     with pytest.raises(Cancelled):
         run_to_end(anonymize_clip(clip, run_dir, settings, should_stop=stop.is_set))
