@@ -80,18 +80,14 @@ class AnonymizeSettings:
     fail_on_leak: bool = option(
         False,
         "keep a result in which any frame still looks like the signer out of the output "
-        "location: it is written into the run folder as LEAKING-IDENTITY-<name> (exit code 3)",
+        "location: it is written into the run folder as LEAKING-IDENTITY-<name> (exit code "
+        "3); runs the self-audit even when self_audit is off",
         kind="bool",
         stage="run",
     )
 
     def __post_init__(self) -> None:
         check(self)
-        if self.fail_on_leak and not self.self_audit:
-            raise SettingsError(
-                "setting fail_on_leak=True needs self_audit=True: only the self-audit can "
-                "tell whether the result leaks"
-            )
         shared = {k: getattr(self.engine, k) for k in _SHARED}
         object.__setattr__(self, "prepare", replace(self.prepare, **shared))
 
@@ -233,7 +229,8 @@ def anonymize_clip(
     finally:
         gen.close()
     face_report = yield from _final_frames(prepared, engine, settings, resume, style_reference)
-    audit = (yield from self_audit(prepared, FINAL)) if settings.self_audit else None
+    audited = settings.self_audit or settings.fail_on_leak  # no verdict without the audit
+    audit = (yield from self_audit(prepared, FINAL)) if audited else None
     if audit is None:
         run.write_privacy("self_audit", {"off": True})
     return AnonymizeResult(

@@ -291,6 +291,7 @@ def test_anonymize_cancel_lands_within_one_denoising_step(
             "device": "cpu",
             "steps": 4,
             "face_module": "off",
+            "gate_tries": 0,  # no identity gate: its own steps (its stop: test_privacy.py)
         }
     )
     settings = widget.settings()

@@ -49,6 +49,7 @@ def test_stop_reaches_the_running_clip_within_one_step(
         "short_side": 64,
         "steps": 4,
         "face_module": "off",
+        "gate_tries": 0,  # no identity gate: its own steps (its stop: test_privacy.py)
     }
     engine = AnonymizeSettings.from_flat(flat).engine
     per_pass, per_frame = unet_calls(engine)  # the anchor: one pass; other frames: two
