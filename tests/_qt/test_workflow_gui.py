@@ -234,5 +234,9 @@ def test_gui_stays_responsive_during_a_run(
         f"run {seconds:.2f} s, {count} ticks of {expected:.0f} expected, "
         f"longest gap {worst_gap * 1000:.0f} ms"
     )
-    assert count >= 0.5 * expected, (count, expected)
+    # A frozen GUI shows almost no ticks and a long gap. The identity gate and the
+    # self-audit call dlib, which holds the GIL for about 0.2 s per face embedding: with
+    # them the ratio measured 0.55-0.58 on a loaded 2-core machine (0.72 without), so the
+    # bound leaves room for load and still fails a GUI blocked by the run.
+    assert count >= 0.4 * expected, (count, expected)
     assert worst_gap < 1.0, worst_gap
