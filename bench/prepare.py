@@ -205,9 +205,10 @@ def bench_flow(ctx: Context) -> None:
         return time.perf_counter() - start
 
     # frame 0 has no previous frame, the anchor needs no flow to itself, and the frame after
-    # the anchor reuses its previous-frame pair: 2T - 3 pairs are computed, not 2T
+    # the anchor reuses its previous-frame pair: 2T - 3 pairs are computed, not 2T (the
+    # "back" pull of each neighbour pair reuses the same two flows)
     print_scaling(
-        f"frame_pair_flows ({default}, prev + anchor)",
+        f"frame_pair_flows ({default}, prev/back + anchor)",
         clip_seconds,
         lengths,
         work=lambda n: 2 * n - 3,

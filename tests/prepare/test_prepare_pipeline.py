@@ -43,9 +43,27 @@ def test_prepare_caches_everything_and_reopens_instantly(clip, tmp_path, monkeyp
     monkeypatch.setattr(faces_mod, "track_faces", boom)
     monkeypatch.setattr(edges_mod, "get_edge_detector", boom)
     monkeypatch.setattr(flow_mod, "frame_pair_flows", boom)
+    monkeypatch.setattr(flow_mod, "pair_flow", boom)
     again = open_prepared(tmp_path / "run", clip)
     assert np.array_equal(again.control(3), edges)
     assert np.array_equal(again.track.boxes, prepared.track.boxes, equal_nan=True)
+    # every pair the engine reads comes from the cache, both neighbours included (frames
+    # left of the anchor are translated from the frame after them)
+    for target, source in ((3, 2), (2, 3), (5, again.anchor), (again.anchor - 1, again.anchor)):
+        again.flow(target, source)
+
+
+def test_cached_neighbour_pulls_equal_a_direct_computation(clip, tmp_path):
+    from napari_diffslva.prepare.flow import pair_flow
+
+    prepared = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL))
+    for target, source in ((4, 3), (3, 4)):
+        direct = pair_flow(prepared.frame(target), prepared.frame(source), SMALL.flow)
+        cached = prepared.flow(target, source)
+        np.testing.assert_allclose(cached.flow, direct.flow, atol=0.02)  # float16 storage
+        np.testing.assert_array_equal(cached.occlusion_raw, direct.occlusion_raw)
+    forward, backward = prepared.flow(4, 3), prepared.flow(3, 4)
+    assert not np.array_equal(forward.occlusion_raw, backward.occlusion_raw)
 
 
 def test_new_anchor_recomputes_flow_only(clip, tmp_path):

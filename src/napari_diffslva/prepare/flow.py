@@ -254,35 +254,51 @@ def pair_flow(
     target: np.ndarray, source: np.ndarray, backend: str | FlowBackend = "dis"
 ) -> PairFlow:
     """Pull field target<-source with its occlusion mask (two flows, both directions)."""
+    return pair_flows_both_ways(target, source, backend)[0]
+
+
+def pair_flows_both_ways(
+    target: np.ndarray, source: np.ndarray, backend: str | FlowBackend = "dis"
+) -> tuple[PairFlow, PairFlow]:
+    """``(target<-source, source<-target)``: the same two flows serve both directions,
+    only the forward-backward check is run twice, with the roles swapped."""
     flow_backend = _as_backend(backend)
     fwd = flow_backend(target, source)
     bwd = flow_backend(source, target)
-    raw = occlusion_from_flows(fwd, bwd)
-    return PairFlow(fwd, soften_occlusion(raw), raw)
+    raw, raw_back = occlusion_from_flows(fwd, bwd), occlusion_from_flows(bwd, fwd)
+    return PairFlow(fwd, soften_occlusion(raw), raw), PairFlow(
+        bwd, soften_occlusion(raw_back), raw_back
+    )
 
 
 FrameSource = Sequence[np.ndarray] | Callable[[int], np.ndarray]
-FLOW_KINDS = ("prev", "anchor")
+# Cached per frame i: "prev" pulls i-1 into i, "back" pulls i into i-1 (frames left of the
+# anchor are translated outward, each from the frame after it), "anchor" the anchor into i.
+FLOW_KINDS = ("prev", "back", "anchor")
 
 
 def frame_pair_flows(
     get: Callable[[int], np.ndarray], i: int, anchor: int, backend: str | FlowBackend = "dis"
 ) -> dict[str, PairFlow]:
-    """The two pull fields of frame ``i``: from frame ``i-1`` ("prev") and from the anchor.
+    """The pull fields cached with frame ``i`` (see :data:`FLOW_KINDS`); frame 0 has no
+    previous frame (its "prev" and "back" are :meth:`PairFlow.missing`).
 
     Usable on its own, so callers can compute and store flows chunk by chunk.
     """
     flow_backend = _as_backend(backend)
     target = get(i)
     hw = target.shape[:2]
-    prev = PairFlow.missing(hw) if i == 0 else pair_flow(target, get(i - 1), flow_backend)
+    if i == 0:
+        prev = back = PairFlow.missing(hw)
+    else:
+        prev, back = pair_flows_both_ways(target, get(i - 1), flow_backend)
     if i == anchor:
         to_anchor = PairFlow.identity(hw)
     elif i - 1 == anchor:
         to_anchor = prev
     else:
         to_anchor = pair_flow(target, get(anchor), flow_backend)
-    return {"prev": prev, "anchor": to_anchor}
+    return {"prev": prev, "back": back, "anchor": to_anchor}
 
 
 def pair_to_arrays(pair: PairFlow, kind: str) -> dict[str, np.ndarray]:
@@ -296,7 +312,7 @@ def pair_to_arrays(pair: PairFlow, kind: str) -> dict[str, np.ndarray]:
 
 
 def pair_from_arrays(arrays: dict[str, np.ndarray], kind: str) -> PairFlow:
-    """The :class:`PairFlow` ``kind`` ("prev" or "anchor") back from :func:`pair_to_arrays`."""
+    """The :class:`PairFlow` ``kind`` (one of :data:`FLOW_KINDS`) from :func:`pair_to_arrays`."""
     if kind not in FLOW_KINDS:
         raise ValueError(f"kind must be one of {FLOW_KINDS}, got {kind!r}")
     return PairFlow(

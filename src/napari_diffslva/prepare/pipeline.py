@@ -34,7 +34,7 @@ from ..video import (
 )
 from .edges import EDGE_DETECTORS, EdgeModel, choose_edge_model
 from .face_control import FACE_CONTROLS
-from .flow import FLOW_BACKENDS
+from .flow import FLOW_BACKENDS, FLOW_KINDS
 
 STAGES = ("faces", "edges", "flow")
 FACE_PARSERS = ("landmarks", "bisenet")
@@ -216,11 +216,18 @@ class Prepared:
         """PairFlow pulling frame ``source`` into frame ``target`` (cached pairs first)."""
         from .flow import PairFlow, pair_flow, pair_from_arrays
 
-        kind = "prev" if source == target - 1 else "anchor" if source == self.anchor else None
         if target == source:
             return PairFlow.identity(self.geometry.work_hw)
-        if kind is not None and self.flows.has(target):
-            return pair_from_arrays(self.flows.read(target), kind)
+        if source == target - 1:
+            cached = (target, "prev")
+        elif source == target + 1:
+            cached = (source, "back")  # stored with the later frame of the pair
+        elif source == self.anchor:
+            cached = (target, "anchor")
+        else:
+            cached = None
+        if cached is not None and self.flows.has(cached[0]):
+            return pair_from_arrays(self.flows.read(cached[0]), cached[1])
         return pair_flow(self.frame(target), self.frame(source), self.settings.flow)
 
     def face_mask(self, index: int) -> np.ndarray:
@@ -320,7 +327,7 @@ def _edges_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings, model:
 
 
 def _flow_key(info: VideoInfo, geo: WorkingGeometry, s: PrepareSettings, anchor: int) -> str:
-    return settings_key(info.content_hash, "flow", s.flow, geo.work_hw, anchor)
+    return settings_key(info.content_hash, "flow", s.flow, geo.work_hw, anchor, FLOW_KINDS)
 
 
 def prepare_clip(
