@@ -210,6 +210,14 @@ def control_map_layer(prepared, name: str = "control map") -> LayerDataTuple:
     return _control_image(prepared, "control", name, "gray")
 
 
+def control_layers(prepared) -> list[LayerDataTuple]:
+    """The control map and the face sketch, once every frame's are cached (none with
+    ``face_control = "edges"``: the engine then reads the edges layer's maps)."""
+    if prepared.controls is None or not prepared.controls.complete:
+        return []
+    return [control_map_layer(prepared), face_sketch_layer(prepared)]
+
+
 def clip_flow_magnitude(prepared, kind: str = "prev", samples: int = 5) -> float:
     """A clip-wide flow magnitude (pixels) for colour coding: the 99th percentile of a few
     evenly spaced frames, so brightness means the same speed on every frame."""
@@ -337,9 +345,7 @@ def prepared_layers(
     layers: list[LayerDataTuple] = []
     if prepared.edges.complete:
         layers.append(edges_layer(prepared))
-    if prepared.controls is not None and prepared.controls.complete:
-        layers.append(control_map_layer(prepared))
-        layers.append(face_sketch_layer(prepared))
+    layers += control_layers(prepared)
     if prepared.flows.complete:
         layers.append(flow_layer(prepared, flow_kind))
         layers.append(occlusion_layer(prepared, flow_kind))

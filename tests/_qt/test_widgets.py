@@ -60,6 +60,7 @@ def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbo
     widget._on_event = lambda e: (
         seen.append((getattr(e, "stage", None), "edges" in viewer.layers)),
         on_event(e),
+        seen.append(("after", {layer.name for layer in viewer.layers})),
     )
     _finish(qtbot, widget.prepare())
     names = [layer.name for layer in viewer.layers]
@@ -67,6 +68,8 @@ def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbo
     assert set(names) == {
         ORIGINAL,
         "edges",
+        "control map",
+        "face sketch",
         "flow (prev)",
         "occlusion (prev)",
         "face mask",
@@ -75,8 +78,20 @@ def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbo
         "anchor",
         "flow vectors (prev)",
     }
-    # the face layers came before the edges were computed, the edges before the flow
+    # the face layers came before the edges were computed, the edges before the flow,
+    # and the face sketch and control map with the edges, before the flow
     assert ("edges", False) in seen and ("flow", True) in seen
+    with_edges = next(names for kind, names in seen if kind == "after" and "edges" in names)
+    assert {"control map", "face sketch"} <= with_edges and "flow (prev)" not in with_edges
+    prepared = session_for(viewer).prepared
+    sketch, control = viewer.layers["face sketch"], viewer.layers["control map"]
+    assert sketch.scale[1] == viewer.layers["edges"].scale[1]
+    for i in (0, 5):  # what the engine reads, and a sketch drawn over the signer's face
+        assert np.array_equal(np.asarray(control.data[i]), prepared.controls.read(i)["control"])
+        x0, y0, x1, y1 = prepared.track.boxes[i] / np.tile(sketch.scale[:0:-1], 2)  # work px
+        assert np.asarray(sketch.data[i])[int(y0) : int(y1), int(x0) : int(x1)].any()
+        edges = np.asarray(viewer.layers["edges"].data[i])
+        assert not np.array_equal(np.asarray(control.data[i]), edges)
     boxes = viewer.layers["face boxes"]
     assert boxes.ndim == 3 and len(boxes.data) == 6
     assert viewer.layers["edges"].scale[1] == pytest.approx(240 / 64)

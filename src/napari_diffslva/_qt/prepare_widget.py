@@ -4,7 +4,8 @@ The video is chosen as a file (layers keep no file names, see :mod:`._session`);
 layer showing it is found by content hash, or opened with our reader. One call of
 :func:`~napari_diffslva.prepare.pipeline.prepare_clip` does the work; each stage it
 finishes becomes layers at once: face boxes, landmarks, mask and anchor first, then
-edges, then flow and occlusion. The settings fields come from the declarations of
+edges with the control map and face sketch (what ControlNet is told about the face),
+then flow and occlusion. The settings fields come from the declarations of
 :class:`~napari_diffslva.prepare.pipeline.PrepareSettings`. *Open run folder* restores a
 prepared clip, its edits and any anonymized frames without computing what is cached.
 """
@@ -60,8 +61,8 @@ def stage_layers(stage: str, prepared: Any, vectors: bool) -> list[tuple]:
     """The layers of one finished prepare stage (their data is computed in the worker)."""
     if stage == "faces":
         return face_layers(prepared)
-    if stage == "edges":
-        return [nl.edges_layer(prepared)]
+    if stage == "edges":  # with what ControlNet is told about the face beside them
+        return [nl.edges_layer(prepared), *nl.control_layers(prepared)]
     flow = [nl.flow_layer(prepared), nl.occlusion_layer(prepared)]
     if vectors:
         flow.append(nl.flow_vectors_layer(prepared))
