@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,9 +19,9 @@ from napari_diffslva.errors import Cancelled
 from napari_diffslva.pipeline import AnonymizeSettings, anonymize, anonymize_clip
 from napari_diffslva.prepare.faces import detect_faces, face_landmarks
 from napari_diffslva.prepare.pipeline import prepare_clip
-from napari_diffslva.progress import Progress, run_to_end
+from napari_diffslva.progress import run_to_end
 from napari_diffslva.project import RunFolder
-from napari_diffslva.testing.face_swap import aligned_face, face_part_mask
+from napari_diffslva.testing.leaks import anchor_as, original_anchor, original_clip, pasted_face
 from napari_diffslva.video import read_frames
 
 
@@ -80,19 +79,8 @@ def test_tiny_models_give_no_face_and_the_run_goes_on(tiny, clip, tmp_path, caps
     assert sidecar["face_control"] == "sketch" and sidecar["safe_edges"] is True
 
 
-def _anchor_as(looks):
-    """A stand-in for ``translate_anchor`` whose new anchor is ``looks(seed, inputs, i)``."""
-
-    def fake(inputs, models, settings, *, style_reference=None, should_stop=None):
-        i = settings.anchor_index(inputs.num_frames)
-        return looks(settings.seed, inputs, i)
-
-    return fake
-
-
 def test_an_anchor_that_stays_the_signer_stops_the_run(tiny, clip, tmp_path, monkeypatch, capsys):
-    original = _anchor_as(lambda seed, inputs, i: inputs.frame(i))
-    monkeypatch.setattr(engine_translate, "translate_anchor", original)
+    monkeypatch.setattr(engine_translate, "translate_anchor", original_anchor)
     out = tmp_path / "anon.mp4"
     assert _cli(tiny, clip, out, "--seed", "5") == 3
     err = capsys.readouterr().err
@@ -115,14 +103,9 @@ def test_a_leaking_seed_is_retried_and_the_clip_uses_the_next(
     tiny, clip, biden, tmp_path, monkeypatch
 ):
     def looks(seed, inputs, i):  # the signer on seed 0, another real person on seed 1
-        if seed == 0:
-            return inputs.frame(i)
-        frame, landmarks = inputs.reader[i].copy(), inputs.track.landmarks[i]
-        face = face_part_mask(landmarks, frame.shape[:2], "face")
-        frame[face] = aligned_face(*biden, landmarks, frame.shape[:2])[face]
-        return inputs.geometry.to_work(frame)
+        return inputs.frame(i) if seed == 0 else pasted_face(*biden)(seed, inputs, i)
 
-    monkeypatch.setattr(engine_translate, "translate_anchor", _anchor_as(looks))
+    monkeypatch.setattr(engine_translate, "translate_anchor", anchor_as(looks))
     settings = AnonymizeSettings.from_flat(tiny)
     result = run_to_end(anonymize(clip, tmp_path / "anon.mp4", settings=settings))
     assert result.gate.verdict == PASSED and result.gate.seeds == [0, 1]
@@ -137,18 +120,8 @@ def test_a_leaking_seed_is_retried_and_the_clip_uses_the_next(
     assert again.gate == result.gate
 
 
-def _original_clip(inputs, models, settings, run=None, **_):
-    """A stand-in for ``translate_clip`` whose result is the original frames."""
-    n = inputs.num_frames
-    for i in range(n):
-        run.write_frame(engine_translate.STAGE, i, inputs.frame(i))
-        run.mark_done(engine_translate.STAGE, i, "original")
-        yield Progress("translate", i + 1, n, 0.0, (i, inputs.frame(i)))
-    return SimpleNamespace(to_dict=lambda: {"frames": n})
-
-
 def test_a_leaking_result_is_held_back_with_fail_on_leak(tiny, clip, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(engine_translate, "translate_clip", _original_clip)
+    monkeypatch.setattr(engine_translate, "translate_clip", original_clip)
     out = tmp_path / "anon.mp4"
     assert _cli(tiny, clip, out, "--fail-on-leak", "--no-self-audit") == 3  # audits anyway
     captured = capsys.readouterr()

@@ -218,6 +218,35 @@ def control_layers(prepared) -> list[LayerDataTuple]:
     return [control_map_layer(prepared), face_sketch_layer(prepared)]
 
 
+def new_anchor_face_layer(
+    prepared, gate, margin: float = 0.5, name: str = "new anchor face"
+) -> LayerDataTuple | None:
+    """The identity gate's new anchor face: the new anchor (the seed the clip uses) around
+    the signer's face box grown by ``margin`` of its size on each side, laid over that
+    place of the anchor frame only; toggle it to compare. None when the gate kept no new
+    anchor (off, refused, no face in the original anchor frame)."""
+    from .audit.gate import NO_FACE, PASSED
+    from .privacy import new_anchor
+
+    box = prepared.track.box(gate.anchor)
+    if gate.verdict not in (PASSED, NO_FACE) or box is None:
+        return None
+    frame = new_anchor(prepared.run, gate.anchor)
+    if frame is None:
+        return None
+    h, w = frame.shape[:2]
+    dx, dy = box.width * margin, box.height * margin
+    x0, y0 = max(0, int(box.x0 - dx)), max(0, int(box.y0 - dy))
+    x1, y1 = min(w, int(np.ceil(box.x1 + dx))), min(h, int(np.ceil(box.y1 + dy)))
+    kwargs = {
+        "name": name,
+        "rgb": True,
+        "translate": (float(gate.anchor), float(y0), float(x0)),
+        "metadata": {"diffslva": {"kind": "new_anchor_face", "gate": gate.to_dict()}},
+    }
+    return frame[None, y0:y1, x0:x1], kwargs, "image"
+
+
 def clip_flow_magnitude(prepared, kind: str = "prev", samples: int = 5) -> float:
     """A clip-wide flow magnitude (pixels) for colour coding: the 99th percentile of a few
     evenly spaced frames, so brightness means the same speed on every frame."""

@@ -194,18 +194,14 @@ def anonymize_clip(
     ``should_stop()`` turning true cancels within one denoising step (:class:`Cancelled`).
     Either way the run folder resumes (``resume=True``).
     """
-    from .engine.models import load_models
     from .engine.translate import translate_clip
-    from .privacy import gate_engine, self_audit
+    from .privacy import self_audit
 
     settings = settings or AnonymizeSettings()
-    prepared: Prepared = yield from prepare_clip(video, run_dir, settings.prepare)
-    engine = replace(settings.engine, anchor=prepared.anchor)
-    run = prepared.run
-    models = load_models(engine)
-    engine, gate = yield from gate_engine(
-        prepared, models, engine, settings.gate_tries, style_reference, should_stop
+    prepared, models, engine, gate = yield from _gated(
+        video, run_dir, settings, style_reference, should_stop
     )
+    run = prepared.run
     run.write_settings("anonymize", replace(settings, engine=engine).to_flat())
     to_source = prepared.geometry.to_source
     gen = translate_clip(
@@ -243,6 +239,43 @@ def anonymize_clip(
         gate=gate,
         audit=audit,
     )
+
+
+def check_anchor(
+    video: str | Path,
+    run_dir: str | Path,
+    settings: AnonymizeSettings | None = None,
+    *,
+    style_reference: StyleReference | None = None,
+    should_stop: StopCheck | None = None,
+) -> ProgressGenerator[GateResult]:
+    """Prepare (cached) and run the anchor's identity gate alone, so a person sees the
+    new anchor face (:func:`~napari_diffslva.privacy.new_anchor`) and the verdict
+    before the clip is translated; :func:`anonymize_clip` with the same settings reuses
+    the result. Raises :class:`~napari_diffslva.audit.gate.AnchorLeakError` as it does."""
+    settings = settings or AnonymizeSettings()
+    *_, gate = yield from _gated(video, run_dir, settings, style_reference, should_stop)
+    return gate
+
+
+def _gated(
+    video: str | Path,
+    run_dir: str | Path,
+    settings: AnonymizeSettings,
+    style_reference: StyleReference | None,
+    should_stop: StopCheck | None,
+) -> ProgressGenerator[tuple[Prepared, Any, EngineSettings, GateResult]]:
+    """The prepared clip, the models, the engine settings the gate chose, its result."""
+    from .engine.models import load_models
+    from .privacy import gate_engine
+
+    prepared: Prepared = yield from prepare_clip(video, run_dir, settings.prepare)
+    engine = replace(settings.engine, anchor=prepared.anchor)
+    models = load_models(engine)
+    engine, gate = yield from gate_engine(
+        prepared, models, engine, settings.gate_tries, style_reference, should_stop
+    )
+    return prepared, models, engine, gate
 
 
 def _final_key(
@@ -331,7 +364,9 @@ def export_result(
 
     Writes ``output`` (and, when asked, a side-by-side comparison video with the original
     ``source`` on the left) plus ``output.json``: settings, model ids, tool version, source
-    timing — never the source file name.
+    timing — never the source file name. A result to keep out of the output location
+    (:func:`held_back_output`) goes into the run folder instead, without a side-by-side
+    video; the returned path says where it went.
     """
     from .export import check_output, export_frames
     from .video import VideoTiming
@@ -340,6 +375,9 @@ def export_result(
     meta = run.read_run()
     if not meta:
         raise DiffslvaError(f"{run_dir}: not a run folder (no run.json); run anonymize first")
+    held = held_back_output(run_dir, output)
+    if held is not None:
+        output, side_by_side, overwrite = held, None, True
     timing = VideoTiming.from_dict(meta["timing"])
     key = run.manifest(FINAL).get("key")
     done = run.done_frames(FINAL, key) if key else set()
@@ -359,6 +397,21 @@ def export_result(
     if sidecar:
         _write_sidecar(run, meta, out)
     return out
+
+
+def held_back(run_dir: str | Path) -> bool:
+    """Must the result of ``run_dir`` be kept out of the output location? Yes when its
+    self-audit found frames that still look like the signer and the run was made with
+    ``fail_on_leak``."""
+    run = RunFolder(run_dir)
+    leaking = run.read_privacy().get("self_audit", {}).get("leaking", False)
+    return bool(leaking and run.read_settings("anonymize").get("fail_on_leak", False))
+
+
+def held_back_output(run_dir: str | Path, output: str | Path) -> Path | None:
+    """Where the result of ``run_dir`` is exported instead of ``output`` when it is
+    :func:`held_back`: the run folder's ``LEAKING-IDENTITY-<name>``; else None."""
+    return RunFolder(run_dir).held_back_export(output) if held_back(run_dir) else None
 
 
 def _export_side_by_side(
@@ -463,10 +516,8 @@ def anonymize(
         style_reference=style_reference,
         should_stop=should_stop,
     )
-    if result.leaking and settings.fail_on_leak:  # kept out of the output location
-        result.held_back = True
-        out, side_by_side, overwrite = RunFolder(run_dir).held_back_export(out), None, True
     result.output = yield from export_result(
         run_dir, out, overwrite=overwrite, side_by_side=side_by_side, source=video
     )
+    result.held_back = held_back(run_dir)  # it went into the run folder
     return result

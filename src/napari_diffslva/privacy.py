@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .audit.gate import LEAK, OFF, AnchorLeakError, GateResult, anchor_gate
-from .progress import ProgressGenerator
+from .audit.gate import STAGE as GATE_STAGE
+from .progress import Progress, ProgressGenerator
 from .project import settings_key
+
+NEW_ANCHOR = "gate"  # frames/gate/: the new anchor the gate passed
 
 if TYPE_CHECKING:
     from .audit.result import IdentityResult
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from .engine.settings import EngineSettings
     from .engine.style import StyleReference
     from .prepare.pipeline import Prepared
+    from .project import RunFolder
 
 
 def _gate_key(prepared: Prepared, engine: EngineSettings, tries: int, style) -> str:
@@ -54,25 +58,48 @@ def gate_engine(
 
     ``tries=0`` turns the gate off; ``should_stop`` cancels within a denoising step. A
     result for the same clip, control maps and settings is reused from the run folder,
-    so a resumed run does not translate the anchor again. Raises
+    so a resumed run does not translate the anchor again. The new anchor of the seed the
+    clip uses is kept in the run folder (:func:`new_anchor`). The result is also
+    yielded, as the payload of a last ``identity gate`` event, so a front can show it
+    before the clip is translated. Raises
     :class:`~napari_diffslva.audit.gate.AnchorLeakError` when every try leaks.
     """
+    result = yield from _gate(prepared, models, engine, tries, style_reference, should_stop)
+    yield Progress(GATE_STAGE, 1, 1, 0.0, result)
+    return replace(engine, seed=result.seed), result
+
+
+def new_anchor(run: RunFolder, anchor: int) -> np.ndarray | None:
+    """The new anchor frame (source size) the gate passed for the clip, or None."""
+    if not run.frame_path(NEW_ANCHOR, anchor).is_file():
+        return None
+    return run.read_frame(NEW_ANCHOR, anchor)
+
+
+def _gate(
+    prepared: Prepared,
+    models: Models,
+    engine: EngineSettings,
+    tries: int,
+    style_reference: StyleReference | None,
+    should_stop: Callable[[], bool] | None,
+) -> ProgressGenerator[GateResult]:
     anchor = prepared.anchor
     if tries == 0:
         result = GateResult(OFF, engine.seed, anchor)
         prepared.run.write_privacy("gate", result.to_dict())
-        return engine, result
+        return result
     run, key = prepared.run, _gate_key(prepared, engine, tries, style_reference)
     cached = run.read_privacy().get("gate", {})
     if cached.get("key") == key and cached.get("verdict") != LEAK:
-        result = GateResult.from_dict(cached)
-        return replace(engine, seed=result.seed), result
+        return GateResult.from_dict(cached)
     from .engine import translate as engine_translate
     from .prepare.faces import face_landmarks
 
     original = prepared.reader[anchor]
     box = prepared.track.box(anchor)
     landmarks = face_landmarks(original, box) if box is not None else None
+    latest: dict[int, np.ndarray] = {}  # the last try's new anchor, by seed
 
     def translate(seed: int) -> np.ndarray:
         rgb = engine_translate.translate_anchor(
@@ -82,7 +109,9 @@ def gate_engine(
             style_reference=style_reference,
             should_stop=should_stop,
         )
-        return prepared.geometry.to_source(rgb)
+        latest.clear()
+        latest[seed] = prepared.geometry.to_source(rgb)
+        return latest[seed]
 
     seeds = [engine.seed + k for k in range(tries)]
     try:
@@ -92,8 +121,10 @@ def gate_engine(
     except AnchorLeakError as exc:
         run.write_privacy("gate", {**exc.result.to_dict(), "key": key})
         raise
+    if result.seed in latest:
+        run.write_frame(NEW_ANCHOR, anchor, latest[result.seed])
     run.write_privacy("gate", {**result.to_dict(), "key": key})
-    return replace(engine, seed=result.seed), result
+    return result
 
 
 @dataclass

@@ -79,3 +79,11 @@ def put_layer(viewer: Any, role: str, layer_data: tuple) -> Any:
         viewer.add_layer(layer)
     session_for(viewer).layers[role] = layer
     return layer
+
+
+def drop_layer(viewer: Any, role: str) -> None:
+    """Remove our layer of ``role`` if it is still in the viewer."""
+    layer = layer_by_role(viewer, role)
+    if layer is not None:
+        viewer.layers.remove(layer)
+    session_for(viewer).layers.pop(role, None)

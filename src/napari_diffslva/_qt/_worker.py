@@ -69,7 +69,8 @@ class BackgroundJob:
     step instead of after a whole frame. ``on_event(event)`` runs in the GUI thread for
     every yielded event (``Progress`` or whatever else the generator yields),
     ``on_done(result)`` with the generator's return value, ``on_cancelled()`` after a
-    cancel, ``on_finished()`` always at the end.
+    cancel, ``on_error(exc)`` after a failure (shown as a notification in any case),
+    ``on_finished()`` always at the end.
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class BackgroundJob:
         on_event: Callable[[Any], None] | None = None,
         on_done: Callable[[Any], None] | None = None,
         on_cancelled: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
         on_finished: Callable[[], None] | None = None,
         status: QLabel | None = None,
     ) -> None:
@@ -89,6 +91,7 @@ class BackgroundJob:
         self.stop = threading.Event()
         self._on_event, self._on_done = on_event, on_done
         self._on_cancelled, self._on_finished = on_cancelled, on_finished
+        self._on_error = on_error
         self._status = status
         self._text = ProgressText()
         self.started_at = time.perf_counter()
@@ -170,6 +173,8 @@ class BackgroundJob:
         if self._status is not None:
             self._status.setText(f"Failed: {exc}")
         notify_error(exc)
+        if self._on_error is not None:
+            self._on_error(exc)
 
     def _handle_finished(self, _: Any = None) -> None:
         self.pbar.close()

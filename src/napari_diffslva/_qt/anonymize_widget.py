@@ -6,6 +6,13 @@ edits changed) and the engine, face and run settings of this form, whose fields 
 the settings declarations. Finished frames are written to the run folder one by one, so a
 cancelled or crashed run continues with *Resume*; *Run* starts over. Cancel lands within
 one denoising step.
+
+Privacy is shown in its own line. The anchor's identity gate runs first: its verdict
+(distance of each seed's new face to the signer, the threshold) and the new anchor face
+(a layer over the anchor frame) appear as soon as it is known, while the clip goes on;
+*Check anchor* runs the gate alone, and *Run* then reuses its result. A refusal (every
+seed still the signer) stops before any frame is translated. After the run the line
+gives the self-audit's count of frames that still look like the signer.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtWidgets import QLabel, QPushButton, QWidget
 
-from ._session import ANONYMIZED, layer_by_role, put_layer, session_for
+from ._session import ANONYMIZED, drop_layer, layer_by_role, put_layer, session_for
 from ._worker import BackgroundJob, notify_error, stack_layout
 from .settings_form import SettingsForm
 
@@ -47,6 +54,7 @@ MAIN_SETTINGS = (
 )
 # Above this many bytes the live layer is not kept in memory: frames are read from disk.
 LIVE_LAYER_BYTES = 1 << 30
+NEW_ANCHOR_FACE = "new anchor face"  # the identity gate's new anchor face (layer name)
 
 
 def available_devices() -> list[str]:
@@ -97,17 +105,25 @@ class AnonymizeWidget(QWidget):
         self.run_button.setToolTip("anonymize every frame anew")
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("keep frames already finished with these settings")
+        self.check_button = QPushButton("Check anchor")
+        self.check_button.setToolTip(
+            "translate the anchor frame alone and check that its new face is not the "
+            "signer (the identity gate); Run then reuses the result"
+        )
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.status = QLabel("Prepare a clip first (1 Prepare).")
         self.status.setWordWrap(True)
+        self.privacy = QLabel("")
+        self.privacy.setWordWrap(True)
         stack_layout(
             self,
             self.form,
-            [self.run_button, self.resume_button, self.cancel_button],
-            [self.status],
+            [self.check_button, self.run_button, self.resume_button, self.cancel_button],
+            [self.status, self.privacy],
         )
 
+        self.check_button.clicked.connect(self.check_anchor)
         self.run_button.clicked.connect(lambda: self.run(resume=False))
         self.resume_button.clicked.connect(lambda: self.run(resume=True))
         self.cancel_button.clicked.connect(self.cancel)
@@ -128,38 +144,69 @@ class AnonymizeWidget(QWidget):
         return AnonymizeSettings.for_prepared(prepared.settings, self.form.values())
 
     def run(self, resume: bool = False) -> BackgroundJob | None:
-        """Start (or resume) the run in the background."""
+        """Start (or resume) the run in the background: the identity gate, then the clip."""
         from ..pipeline import anonymize_clip
 
+        def start(video, run_dir, settings) -> BackgroundJob:
+            self._start_layer(self.session.prepared, resume)
+            self.frames_done = []
+            return self._start_job(
+                lambda stop: anonymize_clip(
+                    video, run_dir, settings, resume=resume, should_stop=stop
+                ),
+                "Anonymizing",
+                on_done=self._on_done,
+                on_cancelled=self._on_cancelled,
+            )
+
+        return self._begin(start)
+
+    def check_anchor(self) -> BackgroundJob | None:
+        """Run the identity gate alone: the new anchor face and its verdict, no clip."""
+        from ..pipeline import check_anchor
+
+        def start(video, run_dir, settings) -> BackgroundJob:
+            return self._start_job(
+                lambda stop: check_anchor(video, run_dir, settings, should_stop=stop),
+                "Checking the anchor",
+                on_done=self._on_checked,
+            )
+
+        return self._begin(start)
+
+    def _begin(self, start) -> BackgroundJob | None:
+        """``start(video, run_dir, settings)`` unless a job runs or the settings are wrong."""
         if self.job is not None and self.job.running:
             return self.job
         try:
             settings = self.settings()
             video, run_dir = self.session.video, self.session.run_dir
-            prepared = self.session.prepared
         except Exception as exc:  # settings a user can fix become notifications
             notify_error(exc)
             self.status.setText(str(exc))
             return None
-        self._start_layer(prepared, resume)
-        self.frames_done = []
+        self.privacy.setText("")
         self._busy(True)
-        self.job = BackgroundJob(
-            lambda stop: anonymize_clip(video, run_dir, settings, resume=resume, should_stop=stop),
-            description="Anonymizing",
+        self.job = start(video, run_dir, settings)
+        return self.job
+
+    def _start_job(self, make, description: str, **callbacks: Any) -> BackgroundJob:
+        return BackgroundJob(
+            make,
+            description=description,
             on_event=self._on_event,
-            on_done=self._on_done,
-            on_cancelled=self._on_cancelled,
+            on_error=self._on_error,
             on_finished=lambda: self._busy(False),
             status=self.status,
+            **callbacks,
         )
-        return self.job
 
     def cancel(self) -> None:
         if self.job is not None:
             self.job.cancel()
 
     def _busy(self, busy: bool) -> None:
+        self.check_button.setEnabled(not busy)
         self.run_button.setEnabled(not busy)
         self.resume_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
@@ -180,6 +227,12 @@ class AnonymizeWidget(QWidget):
         put_layer(self.viewer, ANONYMIZED, (self._buffer, kwargs, kind))
 
     def _on_event(self, event: Any) -> None:
+        from ..audit.gate import STAGE as GATE
+        from ..audit.gate import GateResult
+
+        if event.stage == GATE and isinstance(event.payload, GateResult):
+            self._show_gate(event.payload)
+            return
         if event.payload is None or event.stage not in ("translate", "face"):
             return
         index, frame = event.payload
@@ -192,7 +245,31 @@ class AnonymizeWidget(QWidget):
         if int(self.viewer.dims.current_step[0]) == index:
             layer.refresh()
 
+    # -- privacy: the identity gate and the self-audit --------------------------------------
+    def _show_gate(self, gate: Any) -> None:
+        """The gate's verdict in the privacy line, its new anchor face as a layer."""
+        from ..napari_layers import new_anchor_face_layer
+
+        self.privacy.setText(gate.message())
+        layer = new_anchor_face_layer(self.session.prepared, gate, name=NEW_ANCHOR_FACE)
+        if layer is None:
+            drop_layer(self.viewer, NEW_ANCHOR_FACE)
+        else:
+            put_layer(self.viewer, NEW_ANCHOR_FACE, layer)
+
+    def _on_error(self, exc: BaseException) -> None:
+        from ..audit.gate import AnchorLeakError
+
+        if isinstance(exc, AnchorLeakError):  # refused: nothing of the clip was translated
+            drop_layer(self.viewer, NEW_ANCHOR_FACE)
+            self.privacy.setText(f"Refused by the identity gate: {exc}")
+
+    def _on_checked(self, gate: Any) -> None:
+        self.status.setText("Anchor checked: Run translates the clip with this seed.")
+
     def _on_done(self, result: Any) -> None:
+        from ..pipeline import held_back
+
         self.session.frames_changed.emit()
         seconds = result.stats.get("seconds_per_frame")
         timing = f", {seconds:.2f} s/frame" if isinstance(seconds, float) else ""
@@ -200,6 +277,19 @@ class AnonymizeWidget(QWidget):
             f"Done: {result.frames} frames{timing}. Review them in "
             "4 Audit and review, then export in 5 Export."
         )
+        lines = [result.gate.message()] if result.gate is not None else []
+        if result.audit is None:
+            lines.append("self-audit off: nothing checked whether the result shows the signer")
+        else:
+            lines.append(result.audit.message())
+        if held_back(result.run_dir):
+            lines.append(
+                "Held back (fail_on_leak): 5 Export writes it into the run folder "
+                f"{result.run_dir} as LEAKING-IDENTITY-<output name>, not to the output file."
+            )
+        elif result.leaking:
+            lines.append("Check those frames before sharing the clip.")
+        self.privacy.setText("\n".join(lines))
 
     def _on_cancelled(self) -> None:
         self.session.frames_changed.emit()

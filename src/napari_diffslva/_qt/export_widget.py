@@ -4,7 +4,10 @@ Writes the run folder's finished frames as .mp4 or .mov at the source's size, fr
 count, rate and duration (every frame keeps its timestamp), a JSON sidecar (settings,
 model ids, tool version; never the source's file name) and, when asked, a side-by-side
 comparison video. There is no default output name: a name derived from the source could
-identify the signer, so the user chooses it.
+identify the signer, so the user chooses it. A result the run's self-audit found leaking,
+made with ``fail_on_leak``, is held back: it goes into the run folder as
+``LEAKING-IDENTITY-<name>`` (see :func:`napari_diffslva.pipeline.export_result`), and the
+status line says so.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class ExportWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.job: BackgroundJob | None = None
         self.exported: Path | None = None
+        self._requested: Path | None = None  # the output asked for
 
         self.output = PathRow("save", "output file (.mp4 or .mov)", _FILTER)
         self.sidecar = QCheckBox("JSON sidecar (settings, models, tool version)")
@@ -88,6 +92,7 @@ class ExportWidget(QWidget):
             return None
         self.export_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self._requested = output
         self.job = BackgroundJob(
             lambda _stop: export_result(
                 run_dir,
@@ -113,11 +118,22 @@ class ExportWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _on_done(self, output: Any) -> None:
+        from ..project import RunFolder
         from ..video import probe
 
         self.exported = Path(output)
         info = probe(output)
-        self.status.setText(
+        text = (
             f"Wrote {self.exported.name}: {info.frames} frames, {info.width}x{info.height}, "
             f"{info.rate.numerator}/{info.rate.denominator} fps, {info.duration:.3f} s."
         )
+        audit = RunFolder(self.session.run_dir).read_privacy().get("self_audit", {})
+        if self.exported != self._requested:
+            text = (
+                f"Held back: some frames still look like the signer and the run was made "
+                f"with fail_on_leak, so nothing was written to {self._requested.name}; the "
+                f"result is in the run folder as {self.exported}. {audit.get('message', '')}"
+            )
+        elif audit.get("leaking"):
+            text += f" Warning: {audit.get('message', '')}"
+        self.status.setText(text)

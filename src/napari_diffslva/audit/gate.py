@@ -24,6 +24,7 @@ from ..prepare.faces import FaceBox
 from ..progress import Progress, ProgressGenerator
 from .identity import SAME_PERSON_THRESHOLD, embedding_distance, face_in_place
 
+STAGE = "identity gate"  # the stage name of its progress events
 PASSED, NO_FACE, LEAK = "passed", "no face found", "leak"
 NO_ORIGINAL_FACE, OFF = "no face in the original anchor", "off"
 
@@ -111,7 +112,7 @@ def anchor_gate(
 ) -> ProgressGenerator[GateResult]:
     """Translate the anchor with each of ``seeds`` in turn (``translate(seed)`` -> RGB at
     the original's size) until its face is not the original's (``original`` frame, face
-    ``box`` and ``landmarks``); yields ``Progress("identity gate", ...)`` per try.
+    ``box`` and ``landmarks``); yields ``Progress(STAGE, ...)`` per try.
 
     Returns the :class:`GateResult` (no try at all when ``box`` is None: no face to
     protect). Raises :class:`AnchorLeakError`, ending with ``advice``, when all leak.
@@ -130,7 +131,7 @@ def anchor_gate(
         distance = embedding_distance(face.embedding, reference)
         verdict = _verdict(distance, face.detected, result.threshold)
         result.tries.append(GateTry(int(seed), distance, face.detected, verdict))
-        yield Progress("identity gate", k + 1, len(seeds), time.perf_counter() - start)
+        yield Progress(STAGE, k + 1, len(seeds), time.perf_counter() - start)
         if verdict != LEAK:
             result.verdict, result.seed = verdict, int(seed)
             return result

@@ -5,6 +5,11 @@ folder, so everything a single run guarantees carries over: a task that dies is 
 *resumes* from the frames its run folder already holds. A view of a group takes its group's
 first view's anchor frame index and its anchor style (the AdaIN statistics of its generated
 anchor, see :mod:`..engine.style`).
+
+Privacy per clip: the record holds the anchor's identity gate and the self-audit. A result
+the self-audit found leaking under ``fail_on_leak`` is ``leaking``: kept out of the output
+folder (written into its run folder, an earlier result at its output path removed). A
+gate refusal is a ``failed`` clip with its one-line message.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..audit.gate import AnchorLeakError
 from ..errors import Cancelled, DiffslvaError
 from ..progress import StageSeconds, StopCheck
 from .manifest import iso_time
@@ -64,6 +70,8 @@ def anonymize_job(
         _run(job, reference, record, stages, _stop_check(stop_event))
     except Cancelled:
         record.update(status="cancelled", note="stopped on request; rerun the batch to resume")
+    except AnchorLeakError as exc:  # every seed tried gave the signer back
+        record.update(error=one_line(exc, job), identity_gate=exc.result.to_dict())
     except DiffslvaError as exc:
         record["error"] = one_line(exc, job)
     record.update(
@@ -108,12 +116,40 @@ def _run(
         on_progress,
         should_stop,
     )
-    record.update(status="done", output=job.output, frames=result.frames, anchor=result.anchor)
+    record.update(frames=result.frames, anchor=result.anchor, **_privacy(result))
+    if result.held_back:
+        _remove_earlier_export(job)
+        record.update(status="leaking", held_back=str(result.output))
+    else:
+        record.update(status="done", output=job.output)
     source = source_record(RunFolder(job.run_dir).read_run())
     if source["deviations"]:  # a lost end, damaged frames: written down per clip
         record["source_deviations"] = source["deviations"]
     if job.audit:
-        record["audit"] = _audit_summary(job)
+        record["audit"] = _audit_summary(job, result.output)
+
+
+def _privacy(result) -> dict[str, Any]:
+    """What the run checked: the identity gate and the self-audit's counts."""
+    fields: dict[str, Any] = {}
+    if result.gate is not None:
+        fields["identity_gate"] = result.gate.to_dict()
+    if result.audit is not None:
+        identity = result.audit.identity
+        fields["self_audit"] = {
+            "leaking": result.audit.leaking,
+            "leak_frames": len(identity.leak_frames),
+            "face_frames": len(identity.original_face_frames),
+            "no_face_frames": len(identity.no_face_frames),
+        }
+    return fields
+
+
+def _remove_earlier_export(job: ClipJob) -> None:
+    """A held-back clip leaves nothing at its output path: an earlier run's result there
+    (other settings, not checked by this run) goes, with its sidecar."""
+    for path in (Path(job.output), Path(job.output + ".json")):
+        path.unlink(missing_ok=True)
 
 
 def _follow(job: ClipJob, reference: dict[str, Any] | None, flat: dict[str, Any], record):
@@ -135,13 +171,13 @@ def _follow(job: ClipJob, reference: dict[str, Any] | None, flat: dict[str, Any]
     return style
 
 
-def _audit_summary(job: ClipJob) -> dict[str, Any]:
-    """The audit's headline numbers (identity, expression, hands, temporal)."""
+def _audit_summary(job: ClipJob, output: Path) -> dict[str, Any]:
+    """The audit's headline numbers (identity, expression, hands, temporal) of ``output``."""
     from ..audit.run import audit_videos
     from ..progress import run_to_end
 
     try:
-        data = run_to_end(audit_videos(job.source, job.output)).to_json()
+        data = run_to_end(audit_videos(job.source, output)).to_json()
     except DiffslvaError as exc:
         return {"error": one_line(exc, job)}
     identity = data["identity"]

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 MANIFEST = "batch.json"
 FINISHED = ("done", "skipped")
+LEAKING = "leaking"  # the self-audit found the signer and fail_on_leak kept it back
+GATE_REFUSED = "gate_refused"  # a summary count: failed clips the identity gate refused
 
 
 def iso_time(seconds: float) -> str:
@@ -27,6 +29,17 @@ def status_counts(records: dict[str, dict[str, Any]]) -> dict[str, int]:
     for rec in records.values():
         out[rec["status"]] = out.get(rec["status"], 0) + 1
     return out
+
+
+def summary(records: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """The status counts, plus how many failures were identity gate refusals (if any)."""
+    counts = status_counts(records)
+    refused = sum(
+        1
+        for rec in records.values()
+        if rec["status"] == "failed" and rec.get("identity_gate", {}).get("verdict") == "leak"
+    )
+    return {**counts, GATE_REFUSED: refused} if refused else counts
 
 
 class BatchManifest:
@@ -48,9 +61,6 @@ class BatchManifest:
             return rec
         return None
 
-    def counts(self) -> dict[str, int]:
-        return status_counts(self.clips)
-
     def record(self, name: str, rec: dict[str, Any]) -> None:
         self.clips[name] = rec
         self.save()
@@ -62,7 +72,7 @@ class BatchManifest:
                 "tool": "napari-diffslva",
                 "version": __version__,
                 "updated": iso_time(time.time()),
-                "summary": self.counts(),
+                "summary": summary(self.clips),
                 "clips": self.clips,
             },
         )

@@ -23,11 +23,15 @@ from ..errors import SettingsError
 from ..progress import Progress, ProgressGenerator, StopCheck
 from ..project import check_writable
 from .job import anonymize_job, base_record, one_line
-from .manifest import BatchManifest, status_counts
+from .manifest import GATE_REFUSED, LEAKING, BatchManifest, status_counts, summary
 from .plan import BatchPlan, ClipJob
 
 if TYPE_CHECKING:
     from distributed import Client
+
+
+# The statuses a collected clip can have.
+_COUNTED = ("done", "failed", "skipped", "cancelled", LEAKING)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class BatchStatus:
     waiting: int
     last: dict[str, Any] | None = None  # the record that just finished, if any
     cancelled: int = 0
+    leaking: int = 0  # held back: the self-audit found the signer (fail_on_leak)
 
 
 @dataclass
@@ -52,7 +57,8 @@ class BatchResult:
     stopped: bool = False  # a stop request ended the run early
 
     def counts(self) -> dict[str, int]:
-        return {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0, **status_counts(self.records)}
+        """Clips per status, and the failures the identity gate refused (``gate_refused``)."""
+        return {**dict.fromkeys(_COUNTED, 0), GATE_REFUSED: 0, **summary(self.records)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -223,7 +229,7 @@ def _collect_all(
     total = len(plan.jobs)
 
     def status(last: dict[str, Any] | None = None) -> BatchStatus:
-        counts = {"done": 0, "failed": 0, "skipped": 0, "cancelled": 0, **status_counts(records)}
+        counts = {**dict.fromkeys(_COUNTED, 0), **status_counts(records)}
         keys = {f.key for f in futures}
         running = sum(1 for ks in client.processing().values() for k in ks if k in keys)
         waiting = total - len(records) - running

@@ -1,8 +1,10 @@
 """``napari-diffslva batch INPUTS... -o OUTDIR``: a whole corpus on dask, resumable.
 
-Exit code 0 when every clip is done or skipped, 1 when some failed (see ``OUTDIR/batch.json``),
-2 on a usage error before any work starts, 130 when Ctrl-C stopped it (running clips stop
-within one denoising step; rerun the same command to resume).
+Exit code 0 when every clip is done or skipped, 1 when some failed (an identity gate
+refusal included; see ``OUTDIR/batch.json``), else 3 when some result was held back as
+still showing the signer (``leaking``, with ``--fail-on-leak``), 2 on a usage error before
+any work starts, 130 when Ctrl-C stopped it (running clips stop within one denoising step;
+rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -105,19 +107,38 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        print(
-            f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, "
-            f"{counts['cancelled']} stopped in {result.seconds:.0f} s; manifest {result.manifest}"
-        )
-        for name, rec in result.records.items():
-            if rec["status"] == "failed":
-                print(f"  failed {name}: {rec['error']}")
+        _print_summary(result, counts)
     if result.stopped:
         print(
             "napari-diffslva batch: interrupted; rerun the same command to resume", file=sys.stderr
         )
         return 130
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] else 3 if counts["leaking"] else 0
+
+
+def _print_summary(result, counts: dict[str, int]) -> None:
+    """The counts, then one line per failed or held-back clip."""
+    refused = counts["gate_refused"]
+    print(
+        f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+        f"{f' ({refused} refused by the identity gate)' if refused else ''}, "
+        f"{counts['leaking']} held back as leaking, {counts['cancelled']} stopped "
+        f"in {result.seconds:.0f} s; manifest {result.manifest}"
+    )
+    for name, rec in result.records.items():
+        if rec["status"] in ("failed", "leaking"):
+            print(f"  {rec['status']} {name}: {clip_problem(rec)}")
+
+
+def clip_problem(rec: dict[str, Any]) -> str:
+    """One line on a failed or held-back clip."""
+    if rec["status"] != "leaking":
+        return str(rec.get("error"))
+    audit = rec.get("self_audit", {})
+    return (
+        f"{audit.get('leak_frames')} of {audit.get('face_frames')} frames still look like the "
+        f"signer; held back in {rec.get('held_back')}"
+    )
 
 
 class ClipBar:
@@ -135,11 +156,16 @@ class ClipBar:
             )
         s = event.payload
         self.bar.set_postfix(
-            done=s.done, failed=s.failed, skipped=s.skipped, running=s.running, refresh=False
+            done=s.done,
+            failed=s.failed,
+            leaking=s.leaking,
+            skipped=s.skipped,
+            running=s.running,
+            refresh=False,
         )
         self.bar.update(event.done - self.bar.n)
-        if s.last is not None and s.last["status"] == "failed":
-            self.bar.write(f"failed: {s.last.get('error')}", file=sys.stderr)
+        if s.last is not None and s.last["status"] in ("failed", "leaking"):
+            self.bar.write(f"{s.last['status']}: {clip_problem(s.last)}", file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
