@@ -1,10 +1,12 @@
 """Screenshots of the five dock widgets at work on the bundled sample clip, for the docs.
 
 Opens the first frames of ``asl_house.gif`` (ASL sign HOUSE, CC BY 4.0) with our reader,
-then drives each widget as a person would: Prepare (real), Correct with a box selected
-and one edit spread over a range, Anonymize with *tiny random-weight models* (built here:
-no download, so the "anonymized" face is noise, not a real result), Audit with its plots,
-Export. One PNG per widget goes to ``docs/images/``. Needs a display: run it under Xvfb
+then drives each widget as a person would: Prepare (real, with the control map and face
+sketch), Correct with a box selected and one edit spread over a range, Anonymize with
+*tiny random-weight models* (built here: no download, so the "anonymized" face is noise,
+not a real result) on the anchor frame with the identity gate's new anchor face, Audit
+with its plots, Export. One PNG per widget goes to ``docs/images/``. Needs a display: run
+it under Xvfb
 
     xvfb-run -a .venv/bin/python bench/screenshots.py [--frames 20] [--out docs/images]
 """
@@ -113,7 +115,8 @@ def main() -> None:
     frame = min(10, args.frames - 1)
     started = time.perf_counter()
 
-    # 1 Prepare: real faces, edges and flow; the boxes, landmarks and edges are shown
+    # 1 Prepare: real faces, edges and flow; the boxes, landmarks and what ControlNet is
+    # told (the control map, with the face sketch in cyan) are shown
     prepare = show_only("1 Prepare")
     prepare.video.set_path(clip)
     prepare.run_dir.set_path(run_dir)
@@ -121,13 +124,15 @@ def main() -> None:
     prepare.prepare_button.click()
     wait(app, prepare.job)
     viewer.layers["landmarks"].visible = True
-    viewer.layers["edges"].opacity = 0.5
+    viewer.layers["edges"].visible = False
+    viewer.layers["control map"].opacity = 0.5
     viewer.dims.set_current_step(0, frame)
     shot("1 Prepare", "prepare")
 
     # 2 Correct: widen one box, spread the change over a range, keep the box selected
     correct = show_only("2 Correct")
-    viewer.layers["edges"].visible = False
+    for name in ("control map", "face sketch"):
+        viewer.layers[name].visible = False
     boxes = viewer.layers["face boxes"]
     index = next(i for i, v in enumerate(boxes.data) if int(v[0, 0]) == frame)
     data = [v.copy() for v in boxes.data]
@@ -159,8 +164,11 @@ def main() -> None:
     for name in ("face mask", "landmarks", "anchor"):
         viewer.layers[name].visible = False
     viewer.layers["original"].visible = False
+    # on the run's anchor frame: the identity gate's new anchor face lies over the face
+    viewer.dims.set_current_step(0, int(viewer.layers["new anchor face"].translate[0]))
     shot("3 Anonymize", "anonymize")
     viewer.layers["original"].visible = True
+    viewer.dims.set_current_step(0, frame)
 
     # 4 Audit and review: the plots, the flagged frames, side by side
     audit = show_only("4 Audit and review")

@@ -175,8 +175,20 @@ def test_a_leaking_result_is_counted_and_export_holds_it_back(
     viewer, widget, run = _widget(make_napari_viewer, qtbot, clip, prepared[64], tmp_path, tiny)
     monkeypatch.setattr(engine_translate, "translate_clip", original_clip)
     widget.form.set_values({"fail_on_leak": True})
+    at_first_frame = []  # the privacy line and layers when the clip's first frame arrives
+    on_event = widget._on_event
+
+    def watch(event):
+        on_event(event)
+        if event.stage == "translate" and not at_first_frame:
+            at_first_frame.append((widget.privacy.text(), NEW_ANCHOR_FACE in viewer.layers))
+
+    widget._on_event = watch
     widget.run_button.click()
     _finish(qtbot, widget.job)
+    # the gate ran first and was shown before the clip's frames came
+    assert at_first_frame == [(at_first_frame[0][0], True)]
+    assert at_first_frame[0][0].startswith("identity gate on anchor frame")
     text = widget.privacy.text()
     assert "self-audit: 6 of 6 frames with the signer's face still look like" in text
     assert "Held back (fail_on_leak)" in text and str(run.root) in text

@@ -118,6 +118,7 @@ class ExportWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _on_done(self, output: Any) -> None:
+        from ..pipeline import held_back
         from ..project import RunFolder
         from ..video import probe
 
@@ -127,8 +128,9 @@ class ExportWidget(QWidget):
             f"Wrote {self.exported.name}: {info.frames} frames, {info.width}x{info.height}, "
             f"{info.rate.numerator}/{info.rate.denominator} fps, {info.duration:.3f} s."
         )
-        audit = RunFolder(self.session.run_dir).read_privacy().get("self_audit", {})
-        if self.exported != self._requested:
+        run_dir = self.session.run_dir
+        audit = RunFolder(run_dir).read_privacy().get("self_audit", {})
+        if held_back(run_dir):  # export_result wrote it into the run folder
             text = (
                 f"Held back: some frames still look like the signer and the run was made "
                 f"with fail_on_leak, so nothing was written to {self._requested.name}; the "
