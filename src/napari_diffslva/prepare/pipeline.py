@@ -199,6 +199,13 @@ class Prepared:
     def content_hash(self) -> str:
         return self.info.content_hash
 
+    @property
+    def inputs_key(self) -> str:
+        """The caches the engine reads, by their keyed folders: another edge model, safe
+        quantisation, face-region treatment, edited track or flow gives another key."""
+        control = self.controls if self.controls is not None else self.edges
+        return settings_key(self.content_hash, control.folder.name, self.flows.folder.name)
+
     def frame(self, index: int) -> np.ndarray:
         """Working-size RGB frame."""
         return self.geometry.to_work(self.reader[index])
