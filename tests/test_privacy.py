@@ -91,7 +91,7 @@ def _anchor_as(looks):
 
 
 def test_an_anchor_that_stays_the_signer_stops_the_run(tiny, clip, tmp_path, monkeypatch, capsys):
-    original = _anchor_as(lambda seed, inputs, i: inputs.frame(i))
+    original = _anchor_as(lambda seed, inputs, i: inputs.source_frame(i))
     monkeypatch.setattr(engine_translate, "translate_anchor", original)
     out = tmp_path / "anon.mp4"
     assert _cli(tiny, clip, out, "--seed", "5") == 3
@@ -116,7 +116,7 @@ def test_a_leaking_seed_is_retried_and_the_clip_uses_the_next(
 ):
     def looks(seed, inputs, i):  # the signer on seed 0, another real person on seed 1
         if seed == 0:
-            return inputs.frame(i)
+            return inputs.source_frame(i)
         frame, landmarks = inputs.reader[i].copy(), inputs.track.landmarks[i]
         face = face_part_mask(landmarks, frame.shape[:2], "face")
         frame[face] = aligned_face(*biden, landmarks, frame.shape[:2])[face]
@@ -141,9 +141,9 @@ def _original_clip(inputs, models, settings, run=None, **_):
     """A stand-in for ``translate_clip`` whose result is the original frames."""
     n = inputs.num_frames
     for i in range(n):
-        run.write_frame(engine_translate.STAGE, i, inputs.frame(i))
+        run.write_frame(engine_translate.STAGE, i, inputs.source_frame(i))
         run.mark_done(engine_translate.STAGE, i, "original")
-        yield Progress("translate", i + 1, n, 0.0, (i, inputs.frame(i)))
+        yield Progress("translate", i + 1, n, 0.0, (i, inputs.source_frame(i)))
     return SimpleNamespace(to_dict=lambda: {"frames": n})
 
 
