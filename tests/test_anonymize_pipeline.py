@@ -123,6 +123,30 @@ def test_killed_run_resumes_to_the_same_clip(tiny, short_clip, tmp_path):
     assert diff.mean() < 1.0
 
 
+def test_resume_after_changing_the_control_maps_starts_over(tiny, short_clip, tmp_path):
+    """Translated and final frames are keyed by the caches they were made from: resuming
+    with another face-region treatment (or edge model, or flow) must not keep frames made
+    from the old control maps."""
+    flat = {**tiny, "face_module": "off", "self_audit": False, "gate_tries": 0}
+    run_dir = tmp_path / "run"
+    first = run_to_end(anonymize_clip(short_clip, run_dir, AnonymizeSettings.from_flat(flat)))
+    assert first.stats["frames"] == 6
+    same = run_to_end(
+        anonymize_clip(short_clip, run_dir, AnonymizeSettings.from_flat(flat), resume=True)
+    )
+    assert same.stats["frames"] == 1  # nothing changed: only the anchor (its states) again
+    from napari_diffslva.project import RunFolder
+
+    run = RunFolder(run_dir)
+    final_mtimes = [run.frame_path("final", i).stat().st_mtime_ns for i in range(6)]
+    changed = AnonymizeSettings.from_flat({**flat, "safe_edges": False})
+    again = run_to_end(anonymize_clip(short_clip, run_dir, changed, resume=True))
+    assert again.stats["frames"] == 6  # other control maps: every frame translated again
+    assert len(run.manifest("final")["done"]) == 6
+    for i, before in enumerate(final_mtimes):  # and every final frame made again from them
+        assert run.frame_path("final", i).stat().st_mtime_ns != before, i
+
+
 def test_stop_lands_within_one_denoising_step_and_the_run_resumes(
     tiny, short_clip, tmp_path, count_steps
 ):

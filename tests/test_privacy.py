@@ -103,7 +103,7 @@ def test_a_leaking_seed_is_retried_and_the_clip_uses_the_next(
     tiny, clip, biden, tmp_path, monkeypatch
 ):
     def looks(seed, inputs, i):  # the signer on seed 0, another real person on seed 1
-        return inputs.frame(i) if seed == 0 else pasted_face(*biden)(seed, inputs, i)
+        return inputs.source_frame(i) if seed == 0 else pasted_face(*biden)(seed, inputs, i)
 
     monkeypatch.setattr(engine_translate, "translate_anchor", anchor_as(looks))
     settings = AnonymizeSettings.from_flat(tiny)

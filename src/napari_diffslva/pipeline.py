@@ -284,12 +284,15 @@ def _final_key(
     settings: AnonymizeSettings,
     style_reference: StyleReference | None = None,
 ) -> str:
+    from .engine.translate import STAGE as TRANSLATED
+
     edits = prepared.run.read_edits()
     parts = [
-        prepared.info.content_hash,
+        prepared.run.manifest(TRANSLATED).get("key"),  # the translated frames it reads
         engine.result_dict(),
         settings.face_module,
         settings.face_weights,
+        {k: v for k, v in prepared.settings.to_dict().items() if k not in ("device", "offline")},
         edits,
     ]
     if style_reference is not None:

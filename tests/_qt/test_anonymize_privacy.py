@@ -140,7 +140,7 @@ def test_gate_retries_then_refuses_and_nothing_is_translated(
     anchor = session_for(viewer).prepared.anchor
 
     def looks(seed, inputs, i):  # the signer on seed 0, another real person on seed 1
-        return inputs.frame(i) if seed == 0 else pasted_face(*biden)(seed, inputs, i)
+        return inputs.source_frame(i) if seed == 0 else pasted_face(*biden)(seed, inputs, i)
 
     monkeypatch.setattr(engine_translate, "translate_anchor", anchor_as(looks))
     _finish(qtbot, widget.check_anchor())

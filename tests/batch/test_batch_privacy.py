@@ -41,7 +41,7 @@ def leaky_engine(monkeypatch):
 
     def translate_anchor(inputs, models, settings, **kwargs):
         if settings.seed >= REFUSED_SEED:
-            return inputs.frame(settings.anchor_index(inputs.num_frames))
+            return inputs.source_frame(settings.anchor_index(inputs.num_frames))
         return real_anchor(inputs, models, settings, **kwargs)
 
     monkeypatch.setattr(engine_translate, "translate_anchor", translate_anchor)

@@ -103,8 +103,13 @@ def test_device_auto_is_cpu_here():
     from napari_diffslva.engine.models import resolve_device
 
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(SettingsError, match="cuda"):
-        resolve_device("cuda")
+    assert resolve_device("CPU") == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):  # accepted by the settings, not present here
+        with pytest.raises(SettingsError, match="no CUDA GPU visible"):
+            resolve_device(name)
+    for name in ("gpu", "cpu:0", "cuda:x"):
+        with pytest.raises(SettingsError, match="cuda:N"):
+            resolve_device(name)
 
 
 def test_vae_setting_loads_that_vae_for_encode_and_decode(tiny, tmp_path):

@@ -207,3 +207,37 @@ def test_prepare_stage_caches_the_control_map(clip_head, tmp_path):
     assert edited.controls.folder != prepared.controls.folder and edited.controls.complete
     assert edited.summary()["face_control"]["held_frames"] == [2]
     assert not np.array_equal(edited.control(2), prepared.control(2))
+
+
+@pytest.mark.parametrize("name", ["face_talking.mp4", "sl_soup.mp4", "asl_selfie_webcam.mp4"])
+def test_diffusion_starts_from_a_face_that_is_no_longer_the_signer(clip_head, tmp_path, name):
+    """``face_start=blur`` (the default): the frame SDEdit encodes has the face region
+    blurred until dlib no longer recognises the signer there; outside the region the
+    frame is the source's; ``original`` gives the source frame and another run key."""
+    from napari_diffslva.audit.identity import (
+        SAME_PERSON_THRESHOLD,
+        embedding_distance,
+        face_in_box,
+        face_in_place,
+    )
+    from napari_diffslva.prepare.faces import FaceBox
+    from napari_diffslva.prepare.pipeline import PrepareSettings, prepare_clip
+
+    clip = clip_head(name, 4)
+    prepared = run_to_end(prepare_clip(clip, tmp_path / "run", PrepareSettings(edges="soft")))
+    assert prepared.settings.face_start == "blur"
+    for i in (0, 3):
+        source, start = prepared.source_frame(i), prepared.frame(i)
+        region = prepared.controls.read(i)["region"]
+        assert np.array_equal(start[region == 0], source[region == 0])
+        sy, sx = prepared.geometry.scale_yx
+        x0, y0, x1, y1 = prepared.track.boxes[i]
+        box = FaceBox(x0 * sx, y0 * sy, x1 * sx, y1 * sy, 1.0)
+        signer = face_in_box(source, box)[1]
+        distance = embedding_distance(face_in_place(start, box).embedding, signer)
+        assert distance > SAME_PERSON_THRESHOLD, (i, distance)
+    original = run_to_end(
+        prepare_clip(clip, tmp_path / "run", PrepareSettings(edges="soft", face_start="original"))
+    )
+    assert np.array_equal(original.frame(2), original.source_frame(2))
+    assert original.inputs_key != prepared.inputs_key

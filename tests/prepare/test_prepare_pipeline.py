@@ -58,7 +58,7 @@ def test_cached_neighbour_pulls_equal_a_direct_computation(clip, tmp_path):
 
     prepared = run_to_end(prepare_clip(clip, tmp_path / "run", SMALL))
     for target, source in ((4, 3), (3, 4)):
-        direct = pair_flow(prepared.frame(target), prepared.frame(source), SMALL.flow)
+        direct = pair_flow(prepared.source_frame(target), prepared.source_frame(source), SMALL.flow)
         cached = prepared.flow(target, source)
         np.testing.assert_allclose(cached.flow, direct.flow, atol=0.02)  # float16 storage
         np.testing.assert_array_equal(cached.occlusion_raw, direct.occlusion_raw)

@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         f"interpolated: {_frames(summary['interpolated_frames'])}"
     )
     print(f"  anchor frame {summary['anchor']}")
+    control = summary["face_control"]
+    face = control.get("note") or f"face region: {control['face_control']}"
+    print(f"  control: {summary['edge_model']} edges; {face}")
     if summary["damaged_frames"]:
         print(
             f"  damaged frames (previous good frame stands in): "

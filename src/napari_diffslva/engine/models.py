@@ -30,19 +30,26 @@ _CACHE: dict[tuple, Models] = {}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; a named device (``cuda:1``
+    too) must exist."""
     import torch
 
     name = name.strip().lower()
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if name == "cuda" and not cuda:
-        raise SettingsError("setting device='cuda': no CUDA GPU visible; use device 'auto'")
-    if name == "mps" and not mps:
+    kind, _, index = name.partition(":")
+    if kind not in ("cuda", "mps", "cpu") or (index and (kind != "cuda" or not index.isdigit())):
+        raise SettingsError(f"setting device={name!r}: use auto, cuda, cuda:N, mps or cpu")
+    if kind == "cuda" and not cuda:
+        raise SettingsError(f"setting device={name!r}: no CUDA GPU visible; use device 'auto'")
+    if index and int(index) >= torch.cuda.device_count():
+        raise SettingsError(
+            f"setting device={name!r}: this computer has {torch.cuda.device_count()} CUDA "
+            "GPU(s), numbered from 0"
+        )
+    if kind == "mps" and not mps:
         raise SettingsError("setting device='mps': Apple MPS not available; use device 'auto'")
-    if name not in ("cuda", "mps", "cpu"):
-        raise SettingsError(f"setting device={name!r}: use auto, cuda, mps or cpu")
     return torch.device(name)
 
 

@@ -54,7 +54,8 @@ class EngineInputs(Protocol):
     """What the engine reads of a clip, all at working size."""
 
     num_frames: int
-    content_hash: str
+    content_hash: str  # the source video's (run folders check it)
+    inputs_key: str  # everything read below (frames, control maps, flows): part of the run key
 
     def frame(self, i: int) -> np.ndarray:
         """Input frame ``i``, uint8 RGB ``(H, W, 3)``."""
@@ -90,6 +91,7 @@ class InMemoryInputs:
         digest = hashlib.sha256(np.ascontiguousarray(frames_work).tobytes())
         digest.update(np.ascontiguousarray(edges, np.float32).tobytes())
         self.content_hash = digest.hexdigest()[:16]
+        self.inputs_key = f"{self.content_hash}-{flow_backend}"
         self.flow_backend = flow_backend
         self._flows: OrderedDict[tuple[int, int], PairFlow] = OrderedDict()
         self._flow_cache_size = flow_cache_size
@@ -137,11 +139,12 @@ def run_key(
     models: Models | None = None,
     anchors: tuple[int, ...] = (),
 ) -> str:
-    """The settings key of a clip's translated frames in the run folder (a style reference
-    is part of it: another reference gives other frames; so are a long clip's anchors,
-    which follow the face track, and the VAE really loaded when the default one was not
-    available)."""
-    parts = [inputs.content_hash, settings.result_dict()]
+    """The settings key of a clip's translated frames in the run folder: the inputs (other
+    control maps or flows give other frames, so a resume after changing the edge model or
+    the face-region treatment starts over), the settings, a style reference, a long clip's
+    anchors (they follow the face track), and the VAE really loaded when the default one was
+    not available."""
+    parts = [inputs.inputs_key, settings.result_dict()]
     if len(anchors) > 1:
         parts.append({"anchors": list(anchors)})
     if style_reference is not None:

@@ -117,6 +117,70 @@ def driver_teeth(track: FaceTrack, frames_getter: Callable[[int], np.ndarray]) -
     return teeth
 
 
+class _RenderedFaces:
+    """The driver's tracked faces reenacted on ``source``, rendered in frame order on
+    demand, with what blending needs per frame (alignment, moved landmarks)."""
+
+    def __init__(
+        self,
+        driving_get: Callable[[int], np.ndarray],
+        track: FaceTrack,
+        source: SourceFace,
+        neutral_index: int,
+        backend: ReenactBackend,
+        teeth: Sequence[bool] | None,
+        report: FaceReport,
+    ) -> None:
+        self.driving_get, self.source = driving_get, source
+        self.transforms = alignment_transforms(track, CROP_SIZE)
+        self.face_frames = [t for t in track.face_frames if np.isfinite(self.transforms[t]).all()]
+        self._landmarks = track.landmarks
+        self.neutral_lm = self.driver_landmarks(neutral_index)
+        reads = backend.reads_driving_crops
+        crops = (self.driving_crop(t) for t in self.face_frames) if reads else repeat(None)
+        self._rendered = zip(
+            self.face_frames,
+            backend.reenact(
+                source.crop,
+                source.landmarks,
+                crops,
+                (self.driver_landmarks(t) for t in self.face_frames),
+                self.driving_crop(neutral_index) if reads else None,
+                self.neutral_lm,
+                self._teeth_bits(teeth, report),
+            ),
+            strict=True,
+        )
+        self._latest: tuple[int, np.ndarray] | None = None
+
+    def driving_crop(self, t: int) -> np.ndarray:
+        return crop_face(self.driving_get(t), self.transforms[t], CROP_SIZE)
+
+    def _teeth_bits(self, teeth: Sequence[bool] | None, report: FaceReport) -> Iterator[bool]:
+        for t in self.face_frames:
+            if teeth is not None:
+                bit = bool(teeth[t])
+            else:
+                bit = teeth_visible(self.driving_crop(t), self.driver_landmarks(t))
+            if bit:
+                report.teeth_frames.append(t)
+            yield bit
+
+    def crop(self, face_t: int) -> np.ndarray:
+        """The rendered crop of face frame ``face_t`` (rendering ahead when needed)."""
+        while self._latest is None or self._latest[0] < face_t:
+            self._latest = next(self._rendered)
+        return self._latest[1]
+
+    def driver_landmarks(self, t: int) -> np.ndarray:
+        """Frame ``t``'s driving landmarks in crop space."""
+        return transform_points(self._landmarks[t], self.transforms[t])
+
+    def moved_landmarks(self, t: int) -> np.ndarray:
+        """The source's landmarks moved by frame ``t``'s expression (crop space)."""
+        return target_landmarks(self.source.landmarks, self.driver_landmarks(t), self.neutral_lm)
+
+
 def _paste_faces(
     target: tuple[Callable[[int], np.ndarray], int],
     driving_get: Callable[[int], np.ndarray],
@@ -144,89 +208,61 @@ def _paste_faces(
     :data:`MaskSource`). With ``keep_frames=False`` frames are only streamed.
     """
     get_target, count = target
-    transforms = alignment_transforms(track, CROP_SIZE)
-    face_frames = [t for t in track.face_frames if np.isfinite(transforms[t]).all()]
-    face_set = set(face_frames)
-    report.enhanced_frames = face_frames
+    faces = _RenderedFaces(driving_get, track, source, neutral_index, backend, teeth, report)
+    face_set = set(faces.face_frames)
+    report.enhanced_frames = faces.face_frames
     report.lost_frames = [t for t in range(count) if t not in face_set]
     report.occluded_frames = [int(t) for t in np.flatnonzero(track.occluded)]
     report.neutral_frame_index = neutral_index
     report.held_frames = list(report.lost_frames) if target_is_driver else []
-    reads_crops = backend.reads_driving_crops
-
-    def driving_landmarks(t: int) -> np.ndarray:
-        return transform_points(track.landmarks[t], transforms[t])
-
-    def driving_crop(t: int) -> np.ndarray:
-        return crop_face(driving_get(t), transforms[t], CROP_SIZE)
-
-    def teeth_bits() -> Iterator[bool]:
-        for t in face_frames:
-            bit = (
-                bool(teeth[t])
-                if teeth is not None
-                else teeth_visible(driving_crop(t), driving_landmarks(t))
-            )
-            if bit:
-                report.teeth_frames.append(t)
-            yield bit
-
-    neutral_lm = driving_landmarks(neutral_index)
-    crops: Iterator[np.ndarray | None] = (
-        (driving_crop(t) for t in face_frames) if reads_crops else repeat(None)
-    )
-    rendered = zip(
-        face_frames,
-        backend.reenact(
-            source.crop,
-            source.landmarks,
-            crops,
-            (driving_landmarks(t) for t in face_frames),
-            driving_crop(neutral_index) if reads_crops else None,
-            neutral_lm,
-            teeth_bits(),
-        ),
-        strict=True,
-    )
-    latest: tuple[int, np.ndarray] | None = None
-
-    def crop_of(face_t: int) -> np.ndarray:
-        """The rendered crop of face frame ``face_t`` (rendering ahead when needed)."""
-        nonlocal latest
-        while latest is None or latest[0] < face_t:
-            latest = next(rendered)
-        return latest[1]
-
-    def moved_landmarks(t: int) -> np.ndarray:
-        return target_landmarks(source.landmarks, driving_landmarks(t), neutral_lm)
 
     first = np.asarray(get_target(0))
     out = np.empty((count, *first.shape), np.uint8) if keep_frames else None
     # the target frames may be at another size than the driving ones (working resolution)
-    to_target = _scale_transform(driving_get(face_frames[0]).shape, first.shape)
+    to_target = _scale_transform(driving_get(faces.face_frames[0]).shape, first.shape)
     total_seconds = 0.0
     for t in range(count):
         start = time.perf_counter()
         frame = np.asarray(first if t == 0 else get_target(t))
         if t in face_set:
-            crop = crop_of(t)
-            moved = moved_landmarks(t)
-            replaced = driving_landmarks(t) if target_is_driver else moved
-            mask = _mask_in_crop(masks, t, transforms[t], replaced, moved, crop.shape[:2])
-            skin = None if target_is_driver else skin_region([moved], crop.shape[:2])
-            frame = blend_face(frame, crop, _compose(transforms[t], to_target), mask, skin)
+            frame = _paste_one(frame, t, faces, masks, to_target, target_is_driver)
             total_seconds += time.perf_counter() - start
         elif target_is_driver:
-            held = _held_frame(face_frames, t)
-            crop, moved = crop_of(held), moved_landmarks(held)
-            pose = _compose(_lost_pose(transforms, face_frames, t), to_target)
-            frame = _blur_face_region(frame, pose, moved, crop.shape[:2])
-            frame = blend_face(frame, crop, pose, blend_mask(moved, moved, crop.shape[:2]))
+            frame = _hold_one(frame, t, faces, to_target)
         if out is not None:
             out[t] = frame
         yield Progress("face", t + 1, count, time.perf_counter() - start, (t, frame))
-    report.seconds_per_frame = total_seconds / max(len(face_frames), 1)
+    report.seconds_per_frame = total_seconds / max(len(faces.face_frames), 1)
     return out
+
+
+def _paste_one(
+    frame: np.ndarray,
+    t: int,
+    faces: _RenderedFaces,
+    masks: MaskSource | None,
+    to_target: np.ndarray,
+    target_is_driver: bool,
+) -> np.ndarray:
+    """A tracked frame: its rendered face blended in (over the driver's face, or the new)."""
+    crop, moved = faces.crop(t), faces.moved_landmarks(t)
+    replaced = faces.driver_landmarks(t) if target_is_driver else moved
+    transform = faces.transforms[t]
+    mask = _mask_in_crop(masks, t, transform, replaced, moved, crop.shape[:2])
+    skin = None if target_is_driver else skin_region([moved], crop.shape[:2])
+    return blend_face(frame, crop, _compose(transform, to_target), mask, skin)
+
+
+def _hold_one(
+    frame: np.ndarray, t: int, faces: _RenderedFaces, to_target: np.ndarray
+) -> np.ndarray:
+    """A lost driving frame: the last rendered face at the interpolated pose, over a
+    blurred face region (the driver's face is never shown)."""
+    held = _held_frame(faces.face_frames, t)
+    crop, moved = faces.crop(held), faces.moved_landmarks(held)
+    pose = _compose(_lost_pose(faces.transforms, faces.face_frames, t), to_target)
+    frame = _blur_face_region(frame, pose, moved, crop.shape[:2])
+    return blend_face(frame, crop, pose, blend_mask(moved, moved, crop.shape[:2]))
 
 
 def _held_frame(face_frames: list[int], t: int) -> int:

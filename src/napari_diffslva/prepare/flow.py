@@ -17,7 +17,7 @@ protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -254,7 +254,8 @@ def pair_flow(
     target: np.ndarray, source: np.ndarray, backend: str | FlowBackend = "dis"
 ) -> PairFlow:
     """Pull field target<-source with its occlusion mask (two flows, both directions)."""
-    return pair_flows_both_ways(target, source, backend)[0]
+    flow_backend = _as_backend(backend)
+    return _checked_pair(flow_backend(target, source), flow_backend(source, target))
 
 
 def pair_flows_both_ways(
@@ -263,15 +264,15 @@ def pair_flows_both_ways(
     """``(target<-source, source<-target)``: the same two flows serve both directions,
     only the forward-backward check is run twice, with the roles swapped."""
     flow_backend = _as_backend(backend)
-    fwd = flow_backend(target, source)
-    bwd = flow_backend(source, target)
-    raw, raw_back = occlusion_from_flows(fwd, bwd), occlusion_from_flows(bwd, fwd)
-    return PairFlow(fwd, soften_occlusion(raw), raw), PairFlow(
-        bwd, soften_occlusion(raw_back), raw_back
-    )
+    fwd, bwd = flow_backend(target, source), flow_backend(source, target)
+    return _checked_pair(fwd, bwd), _checked_pair(bwd, fwd)
 
 
-FrameSource = Sequence[np.ndarray] | Callable[[int], np.ndarray]
+def _checked_pair(fwd: np.ndarray, bwd: np.ndarray) -> PairFlow:
+    raw = occlusion_from_flows(fwd, bwd)
+    return PairFlow(fwd, soften_occlusion(raw), raw)
+
+
 # Cached per frame i: "prev" pulls i-1 into i, "back" pulls i into i-1 (frames left of the
 # anchor are translated outward, each from the frame after it), "anchor" the anchor into i.
 FLOW_KINDS = ("prev", "back", "anchor")

@@ -33,7 +33,7 @@ from ..video import (
     stand_ins,
 )
 from .edges import EDGE_DETECTORS, EdgeModel, choose_edge_model
-from .face_control import FACE_CONTROLS
+from .face_control import FACE_CONTROLS, FACE_STARTS, blur_face_region
 from .flow import FLOW_BACKENDS, FLOW_KINDS
 
 STAGES = ("faces", "edges", "flow")
@@ -67,6 +67,16 @@ class PrepareSettings:
         kind="str",
         stage="prepare",
         choices=FACE_CONTROLS,
+    )
+    face_start: str = option(
+        "blur",
+        "what the diffusion starts from in the face region (SDEdit): blur (the signer's "
+        "face blurred until no feature is left; light and skin tone stay) or original "
+        "(the signer's face: its appearance leaks into the new face); needs "
+        "face_control=sketch",
+        kind="str",
+        stage="prepare",
+        choices=FACE_STARTS,
     )
     face_shape: int = option(
         0,
@@ -199,8 +209,25 @@ class Prepared:
     def content_hash(self) -> str:
         return self.info.content_hash
 
+    @property
+    def inputs_key(self) -> str:
+        """The caches the engine reads, by their keyed folders: another edge model, safe
+        quantisation, face-region treatment, edited track or flow gives another key."""
+        control = self.controls if self.controls is not None else self.edges
+        start = self.settings.face_start if self.controls is not None else "original"
+        return settings_key(self.content_hash, control.folder.name, self.flows.folder.name, start)
+
     def frame(self, index: int) -> np.ndarray:
-        """Working-size RGB frame."""
+        """Working-size RGB frame the diffusion starts from: with ``face_start=blur`` the
+        face region (the control map's) is blurred so no feature of the signer survives."""
+        frame = self.source_frame(index)
+        if self.settings.face_start == "blur" and self.controls is not None:
+            region = self.controls.read(index)["region"]
+            frame = blur_face_region(frame, region.astype(np.float32) / 255)
+        return frame
+
+    def source_frame(self, index: int) -> np.ndarray:
+        """Working-size RGB frame of the source, as it is."""
         return self.geometry.to_work(self.reader[index])
 
     def control(self, index: int) -> np.ndarray:
@@ -228,7 +255,7 @@ class Prepared:
             cached = None
         if cached is not None and self.flows.has(cached[0]):
             return pair_from_arrays(self.flows.read(cached[0]), cached[1])
-        return pair_flow(self.frame(target), self.frame(source), self.settings.flow)
+        return pair_flow(self.source_frame(target), self.source_frame(source), self.settings.flow)
 
     def face_mask(self, index: int) -> np.ndarray:
         """Source-size face mask in [0, 1]: a painted mask if the user made one, else the

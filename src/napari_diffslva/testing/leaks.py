@@ -24,7 +24,7 @@ def anchor_as(looks):
 
 
 def _original(seed: int, inputs, index: int) -> np.ndarray:
-    return inputs.frame(index)
+    return inputs.source_frame(index)
 
 
 #: A ``translate_anchor`` whose new anchor is the original frame: every seed leaks.
@@ -51,7 +51,7 @@ def original_clip(inputs, models, settings, run=None, **_):
 
     n = inputs.num_frames
     for i in range(n):
-        run.write_frame(STAGE, i, inputs.frame(i))
+        run.write_frame(STAGE, i, inputs.source_frame(i))
         run.mark_done(STAGE, i, "original")
-        yield Progress("translate", i + 1, n, 0.0, (i, inputs.frame(i)))
+        yield Progress("translate", i + 1, n, 0.0, (i, inputs.source_frame(i)))
     return SimpleNamespace(to_dict=lambda: {"frames": n})
