@@ -72,6 +72,26 @@ def tiny_models_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_flat(tiny_models_dir):
+    """``tiny_flat(**overrides)`` -> flat settings (config keys) that run the tiny models on
+    the CPU, offline, at a 64-px working size with 4 steps and the face module off."""
+
+    def make(**overrides) -> dict:
+        return {
+            "model": str(tiny_models_dir / "sd"),
+            "controlnet": str(tiny_models_dir / "controlnet"),
+            "offline": True,
+            "device": "cpu",
+            "short_side": 64,
+            "steps": 4,
+            "face_module": "off",
+            **overrides,
+        }
+
+    return make
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_models_per_module():
     """Forget models cached by ``load_models`` after each test module: some tests swap

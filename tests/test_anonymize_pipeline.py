@@ -20,17 +20,10 @@ from napari_diffslva.video import probe, read_frames
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_models_dir):
-    sd, cn = tiny_models_dir / "sd", tiny_models_dir / "controlnet"
-    return {
-        "model": str(sd),
-        "controlnet": str(cn),
-        "offline": True,
-        "device": "cpu",
-        "short_side": 64,
-        "steps": 4,
-        "prompt": "a person is signing",
-    }
+def tiny(tiny_flat):
+    flat = tiny_flat(prompt="a person is signing")
+    del flat["face_module"]  # these tests run the default face module unless they say
+    return flat
 
 
 @pytest.fixture(scope="module")

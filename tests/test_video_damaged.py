@@ -434,19 +434,10 @@ def test_napari_reader_shows_the_decodable_frames(cases):
 
 
 # -- batch ----------------------------------------------------------------------------------
-def test_batch_record_lists_the_source_deviations(small, tmp_path, tiny_models_dir):
+def test_batch_record_lists_the_source_deviations(small, tmp_path, tiny_flat):
     from napari_diffslva.batch import anonymize_job, plan_batch
 
-    settings = {
-        "model": str(tiny_models_dir / "sd"),
-        "controlnet": str(tiny_models_dir / "controlnet"),
-        "offline": True,
-        "device": "cpu",
-        "short_side": 64,
-        "steps": 2,
-        "prompt": "a person is signing",
-        "face_module": "off",
-    }
+    settings = tiny_flat(steps=2, prompt="a person is signing")
     plan = plan_batch([str(small["cut"])], tmp_path / "out", settings=settings)
     record = anonymize_job(plan.jobs[0])  # what a dask worker runs, here in-process
     assert record["status"] == "done" and record["frames"] == 6

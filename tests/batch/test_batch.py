@@ -41,17 +41,8 @@ def _cut(src: Path, dst: Path, frames: int = FRAMES) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_models_dir) -> dict:
-    sd_dir, cn_dir = tiny_models_dir / "sd", tiny_models_dir / "controlnet"
-    return {
-        "model": str(sd_dir),
-        "controlnet": str(cn_dir),
-        "offline": True,
-        "short_side": 64,
-        "steps": 2,
-        "device": "cpu",
-        "face_module": "off",
-    }
+def tiny(tiny_flat) -> dict:
+    return tiny_flat(steps=2)
 
 
 @pytest.fixture(scope="module")

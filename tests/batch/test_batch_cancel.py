@@ -33,7 +33,7 @@ def client():
 
 
 def test_stop_reaches_the_running_clip_within_one_step(
-    client, clip_head, tiny_models_dir, tmp_path, count_steps
+    client, clip_head, tiny_flat, tmp_path, count_steps
 ):
     from distributed import Event
 
@@ -41,16 +41,7 @@ def test_stop_reaches_the_running_clip_within_one_step(
     corpus.mkdir()
     for name in ("a", "b"):
         shutil.copy(clip_head("sl_soup.mp4", 4), corpus / f"{name}.mp4")
-    flat = {
-        "model": str(tiny_models_dir / "sd"),
-        "controlnet": str(tiny_models_dir / "controlnet"),
-        "offline": True,
-        "device": "cpu",
-        "short_side": 64,
-        "steps": 4,
-        "face_module": "off",
-        "gate_tries": 0,  # no identity gate: its own steps (its stop: test_privacy.py)
-    }
+    flat = tiny_flat(gate_tries=0)  # no identity gate: its own steps (test_privacy.py)
     engine = AnonymizeSettings.from_flat(flat).engine
     per_pass, per_frame = unet_calls(engine)  # the anchor: one pass; other frames: two
     plan = plan_batch([corpus], tmp_path / "out", settings=flat)

@@ -12,18 +12,9 @@ from napari_diffslva.project import RunFolder
 
 
 def test_ctrl_c_stops_within_one_step_and_resume_finishes(
-    tiny_models_dir, clip_head, tmp_path, count_steps, capsys
+    tiny_flat, clip_head, tmp_path, count_steps, capsys
 ):
-    flat = {
-        "model": str(tiny_models_dir / "sd"),
-        "controlnet": str(tiny_models_dir / "controlnet"),
-        "offline": True,
-        "device": "cpu",
-        "short_side": 64,
-        "steps": 4,
-        "face_module": "off",
-        "gate_tries": 0,  # no identity gate: its own steps (its stop: test_privacy.py)
-    }
+    flat = tiny_flat(gate_tries=0)  # no identity gate: its own steps (test_privacy.py)
     engine = AnonymizeSettings.from_flat(flat).engine
     per_pass, per_frame = unet_calls(engine)  # the anchor: one pass; other frames: two
     clip = clip_head("sl_soup.mp4", 5)
