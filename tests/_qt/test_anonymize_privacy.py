@@ -49,15 +49,9 @@ def prepared(clip, tmp_path_factory):
 
 
 @pytest.fixture
-def tiny(tiny_models_dir):
-    return {
-        "model": str(tiny_models_dir / "sd"),
-        "controlnet": str(tiny_models_dir / "controlnet"),
-        "offline": True,
-        "device": "cpu",
-        "steps": 2,
-        "face_module": "off",
-    }
+def tiny(tiny_flat):
+    """The tiny models with 2 steps (the working size is the prepared run folder's)."""
+    return tiny_flat(steps=2)
 
 
 def _finish(qtbot, job, error=None):

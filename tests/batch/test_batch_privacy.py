@@ -59,17 +59,9 @@ def corpus(clip_head, tmp_path):
 
 
 def test_leaking_clips_are_held_back_and_gate_refusals_fail(
-    client, corpus, tiny_models_dir, tmp_path, leaky_engine, capsys
+    client, corpus, tiny_flat, tmp_path, leaky_engine, capsys
 ):
-    base = {
-        "model": str(tiny_models_dir / "sd"),
-        "controlnet": str(tiny_models_dir / "controlnet"),
-        "offline": True,
-        "device": "cpu",
-        "short_side": 64,  # the tiny models' anchor then holds no face: the gate passes
-        "steps": 2,
-        "face_module": "off",
-    }
+    base = tiny_flat(steps=2)  # at 64 px the tiny models' anchor holds no face: it passes
     outdir = tmp_path / "out"
     refused = {"refused": {"seed": REFUSED_SEED}}
     plan = plan_batch([corpus], outdir, settings=base, overrides=refused)
