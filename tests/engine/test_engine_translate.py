@@ -70,11 +70,8 @@ class _LoggedFlows:
 
     def __init__(self, inputs) -> None:
         self.inputs, self.num_frames = inputs, inputs.num_frames
-        self.content_hash, self.frame, self.control = (
-            inputs.content_hash,
-            inputs.frame,
-            inputs.control,
-        )
+        self.content_hash, self.inputs_key = inputs.content_hash, inputs.inputs_key
+        self.frame, self.control = inputs.frame, inputs.control
         self.asked: list[tuple[int, int]] = []
 
     def flow(self, i: int, j: int):
