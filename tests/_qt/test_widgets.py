@@ -124,6 +124,27 @@ def test_prepare_errors_become_notifications(make_napari_viewer, qtbot, tmp_path
     assert len(viewer.layers) == 0
 
 
+def test_an_automatic_anchor_follows_the_corrected_track(
+    make_napari_viewer, qtbot, clip, prepared_dir, tmp_path
+):
+    """No face on the automatic anchor frame: the anchor moves to where the run will put
+    it (the star never disagrees with the run); an anchor set by hand would stay."""
+    from napari_diffslva._qt.correct_widget import CorrectWidget
+    from napari_diffslva.prepare.pipeline import open_prepared
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared_dir, run_dir)
+    viewer = make_napari_viewer()
+    _open(viewer, qtbot, clip, run_dir)
+    widget = CorrectWidget(viewer)
+    before = session_for(viewer).prepared.anchor
+    viewer.dims.set_current_step(0, before)
+    widget.mark_no_face()
+    after = session_for(viewer).prepared.anchor
+    assert after != before and after == open_prepared(run_dir, clip).anchor
+    assert viewer.layers["anchor"].data[0, 0] == after
+
+
 def test_correct_edits_are_saved_and_come_back(
     make_napari_viewer, qtbot, clip, prepared_dir, tmp_path
 ):

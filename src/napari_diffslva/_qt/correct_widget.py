@@ -287,13 +287,15 @@ class CorrectWidget(QWidget):
     def _save(self, edits: dict[str, Any], frames: set[int]) -> None:
         """Write ``edits``, apply the corrections of ``frames`` to the track, refresh."""
         from ..prepare.faces import apply_edits
+        from ..prepare.pipeline import anchor_of
 
         prepared = self.prepared
         prepared.run.write_edits(edits)
         track = apply_edits(
             prepared.track, ed.track_edits_of(edits, frames), frames=prepared.reader
         )
-        self.session.prepared = replace(prepared, track=track)
+        anchor = anchor_of(edits, prepared.settings, track, prepared.info.frames)
+        self.session.prepared = replace(prepared, track=track, anchor=anchor)
         self._refresh_layers(sorted(frames))
 
     def _guard(self, action) -> None:

@@ -428,7 +428,7 @@ def _stages(
 ) -> ProgressGenerator[Prepared]:
     seconds: dict[str, float] = {}
     track = yield from _faces(run, reader, info, settings, seconds, "faces" in stages)
-    anchor = _anchor(run.read_edits(), settings, track, info.frames)
+    anchor = anchor_of(run.read_edits(), settings, track, info.frames)
     edges = run.frame_store("edges", _edges_key(info, geo, settings, edge_model), info.frames)
     prepared = Prepared(
         run=run,
@@ -479,7 +479,9 @@ def open_prepared(
     return run_to_end(prepare_clip(video, run_dir, settings, stages=("faces",)))
 
 
-def _anchor(edits: dict, settings: PrepareSettings, track, frames: int) -> int:
+def anchor_of(edits: dict, settings: PrepareSettings, track, frames: int) -> int:
+    """The clip's anchor: the one marked by hand, else the setting, else chosen on the
+    (edited) face track, so a corrected track can move an automatic anchor."""
     from .edits import anchor_frame
 
     anchor = anchor_frame(edits)
