@@ -97,6 +97,9 @@ def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbo
     assert viewer.layers["edges"].scale[1] == pytest.approx(240 / 64)
     assert "Prepared 6 frames" in widget.status.text()
     assert session_for(viewer).prepared.info.frames == 6
+    model = session_for(viewer).prepared.edge_model  # which edge model made the edges layer
+    assert f"{model} edges" in widget.status.text()
+    assert viewer.layers["edges"].metadata["diffslva"]["edge_model"] == model
     # the layer of the same file is found by content, not opened twice
     again = widget.prepare()
     _finish(qtbot, again)

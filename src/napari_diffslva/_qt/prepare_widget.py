@@ -273,5 +273,6 @@ class PrepareWidget(QWidget):
         lost = len(s["lost_frames"])
         self.status.setText(
             f"Prepared {s['frames']} frames: face on {s['face_frames']}, lost on {lost}, "
-            f"anchor frame {s['anchor']}. Check the face boxes in 2 Correct."
+            f"anchor frame {s['anchor']}, {s['edge_model']} edges. "
+            "Check the face boxes in 2 Correct."
         )
