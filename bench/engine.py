@@ -77,6 +77,7 @@ def run_tiny(n: int, folder: Path, **overrides) -> dict:
 
 PRESETS = (  # label, settings (tiny models stand in: evaluations do not depend on weights)
     ("rerender (default: ddim 20 steps, CFG 7.5)", {}),
+    ("rerender, window-end reference", {"stage2_reference": "window-end"}),
     ("rerender, fusion off", {"fusion": False}),
     ("lcm (6 steps, no CFG)", {"preset": "lcm", "sampler": "lcm", "steps": 6, "guidance": 1.0}),
     ("lcm 4 steps", {"preset": "lcm", "sampler": "lcm", "steps": 4, "guidance": 1.0}),

@@ -174,6 +174,56 @@ def test_second_pass_from_the_first_fused_step_is_exact(models, tiny, frames, no
     assert all(torch.equal(fast_states[k], recorded[k]) for k in recorded)
 
 
+def test_window_end_reference_stops_the_first_pass_at_the_last_fused_step(models, tiny, frames):
+    """``stage2_reference="window-end"``: the first pass runs only up to the last fused
+    step and the reference is built from its clean-image estimate there; the frame equals
+    that construction done by hand, and the default schedule costs 40 evaluations a frame
+    (48 with Rerender-A-Video's finished first pass)."""
+    from napari_diffslva.engine.sampler import FrameRefs, FrameSampler, _Guidance
+    from napari_diffslva.prepare.flow import pair_flow
+
+    small, edges = frames
+    settings = tiny.replace(stage2_reference="window-end")
+    start, fused = settings.start_step, sorted(settings.steps_in("stage2_range"))
+    refs = FrameRefs(pair_flow(small[2], small[0]), pair_flow(small[2], small[1]), None)
+    with FrameSampler(models, settings, HW) as sampler:
+        guide = sampler.translate_anchor(small[0], edges[0])
+        refs.prev_rgb = guide.rgb
+        steps, estimates = [], {}
+        sampler.on_step = lambda info: (
+            steps.append((info.pass_index, info.step)),
+            estimates.setdefault((info.pass_index, info.step), info.x0.clone()),
+        )
+        before = sampler.counters.unet_evals
+        fast = sampler.translate_frame(small[2], edges[2], guide, refs)
+        evals = sampler.counters.unet_evals - before
+        sampler.on_step = None
+        # by hand: the reference from the first pass's estimate at the last fused step
+        sampler.use_anchor(guide)
+        guidance = _Guidance(anchor=guide)
+        guidance.anchor_flow = refs.anchor_flow.flow
+        guidance.stage1_mask = 1 - sampler._maxpool(refs.anchor_flow.occlusion)
+        sampler.controller.reading = True
+        direct = sampler._to_rgb(estimates[(0, fused[-1])])
+        guidance.x_ref, guidance.stage2_weight, guidance.flat = sampler._reference(
+            direct, guide, refs
+        )
+        slow = sampler._to_rgb(sampler._sample(small[2], edges[2], 1, guidance, None))
+    first_pass = [step for pass_index, step in steps if pass_index == 0]
+    assert first_pass == list(range(start, fused[-1] + 1))
+    assert [step for p, step in steps if p == 1] == list(range(fused[0], settings.steps))
+    assert evals == 2 * len(first_pass) + 2 * (settings.steps - fused[0])
+    assert np.array_equal(fast, slow)
+    # the default schedule (20 steps, strength 0.75, CFG 7.5), counted
+    for reference, expected in (("final", 48), ("window-end", 40)):
+        schedule = tiny.replace(steps=20, strength=0.75, guidance=7.5, stage2_reference=reference)
+        with FrameSampler(models, schedule, HW) as sampler:
+            guide = sampler.translate_anchor(small[0], edges[0])
+            before = sampler.counters.unet_evals
+            sampler.translate_frame(small[2], edges[2], guide, refs)
+            assert sampler.counters.unet_evals - before == expected, reference
+
+
 def test_flat_region_of_the_fusion_mask():
     """smooth_boundary's mask: 1 where the latent-size fusion mask is constant over the
     3x3 neighbourhood, 0 along its boundary (where the rescale falls back to 1 - w)."""

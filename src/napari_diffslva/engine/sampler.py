@@ -31,8 +31,11 @@ Which noise the reference carries is ``stage2_noise``:
 
 The second pass repeats the first exactly up to the first fused step, so it starts there
 from the first pass's ``x0`` and ``d`` (48 instead of 60 evaluations per frame at the
-defaults). Cross-frame attention reads the anchor's and previous frame's cached states in
-both passes; this frame's states are recorded (first pass up to the fused steps, second pass
+defaults). With ``stage2_reference="window-end"`` the direct result is the first pass's
+clean-image estimate at the last fused step instead of its finished frame, so the first
+pass stops there (40 evaluations per frame at the defaults; not Rerender-A-Video's).
+Cross-frame attention reads the anchor's and previous frame's cached states in both
+passes; this frame's states are recorded (first pass up to the fused steps, second pass
 from there) and become the next frame's "previous".
 """
 
@@ -229,7 +232,10 @@ class FrameSampler:
         self.controller.reading = s.cross_frame_attention
         recorded = self._record_into()
         handover = _Resume(min(self.stage2)) if self.stage2 else None
-        latent = self._sample(image, control, 0, guidance, should_stop, handover=handover)
+        until = max(self.stage2) if self.stage2 and s.stage2_reference == "window-end" else None
+        latent = self._sample(
+            image, control, 0, guidance, should_stop, handover=handover, until=until
+        )
         if handover is not None:
             direct = self._to_rgb(latent)
             guidance.x_ref, guidance.stage2_weight, guidance.flat = self._reference(
@@ -282,8 +288,10 @@ class FrameSampler:
         *,
         handover: _Resume | None = None,
         resume: _Resume | None = None,
+        until: int | None = None,
     ) -> torch.Tensor:
-        """Denoise from the SDEdit start (or from ``resume``); returns the final latent.
+        """Denoise from the SDEdit start (or from ``resume``); returns the final latent, or
+        with ``until`` the clean-latent estimate ``x0`` of that step (no later step runs).
 
         ``handover``: filled with ``x0`` and ``d`` of the step before ``handover.step``.
         """
@@ -312,6 +320,8 @@ class FrameSampler:
                     self.on_step(StepInfo(pass_index, step, x0))
                 if handover is not None and step == handover.step - 1:
                     handover.x0, handover.direction = x0, direction
+                if step == until:
+                    return x0
                 x = self._advance(x0, direction, step, guidance)
         return x
 

@@ -34,6 +34,7 @@ LAYER_PRESETS = ("up", "up-loose")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 STAGE2_NOISES = ("fresh", "model")
+STAGE2_REFERENCES = ("final", "window-end")  # what fills a stage-2 reference's holes
 SAMPLERS = ("ddim", "ddim-trailing", "lcm", "tcd")
 # Few-step LoRA presets: the sampler, steps and guidance their authors run SD1.5 with.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -173,6 +174,16 @@ class EngineSettings:
         kind="str",
         stage="engine",
         choices=STAGE2_NOISES,
+    )
+    stage2_reference: str = option(
+        "final",
+        "what the stage-2 reference shows where the anchor and the previous frame are both "
+        "occluded: the first pass's finished frame (final, Rerender-A-Video) or its "
+        "clean-image estimate at the last fused step (window-end: the first pass stops "
+        "there; 40 instead of 48 evaluations per frame at the defaults)",
+        kind="str",
+        stage="engine",
+        choices=STAGE2_REFERENCES,
     )
     smooth_boundary: bool = option(
         True,
