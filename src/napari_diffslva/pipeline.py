@@ -30,8 +30,11 @@ from .progress import Progress, ProgressGenerator, StopCheck
 from .project import RunFolder, settings_key
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .audit.gate import GateResult
     from .engine.style import StyleReference
+    from .engine.translate import RunStats
     from .privacy import SelfAudit
 
 FACE_MODULES = ("warp", "reenact", "off")
@@ -177,6 +180,23 @@ class AnonymizeResult:
         return d
 
 
+def _at_source_size(
+    gen: ProgressGenerator[RunStats], to_source: Callable[[np.ndarray], np.ndarray]
+) -> ProgressGenerator[RunStats]:
+    """Relay ``gen``'s events with streamed frames scaled back to the source size."""
+    try:
+        while True:
+            event = next(gen)
+            if event.payload is not None:
+                index, rgb = event.payload
+                event = replace(event, payload=(index, to_source(rgb)))
+            yield event
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()
+
+
 def anonymize_clip(
     video: str | Path,
     run_dir: str | Path,
@@ -203,7 +223,6 @@ def anonymize_clip(
     )
     run = prepared.run
     run.write_settings("anonymize", replace(settings, engine=engine).to_flat())
-    to_source = prepared.geometry.to_source
     gen = translate_clip(
         prepared,
         models,
@@ -213,17 +232,7 @@ def anonymize_clip(
         style_reference=style_reference,
         should_stop=should_stop,
     )
-    try:
-        while True:
-            event = next(gen)
-            if event.payload is not None:
-                index, rgb = event.payload
-                event = replace(event, payload=(index, to_source(rgb)))
-            yield event
-    except StopIteration as stop:
-        run_stats = stop.value
-    finally:
-        gen.close()
+    run_stats = yield from _at_source_size(gen, prepared.geometry.to_source)
     face_report = yield from _final_frames(prepared, engine, settings, resume, style_reference)
     audited = settings.self_audit or settings.fail_on_leak  # no verdict without the audit
     audit = (yield from self_audit(prepared, FINAL)) if audited else None

@@ -352,6 +352,19 @@ def _compose(frame_to_crop: np.ndarray, frame_to_target: np.ndarray) -> np.ndarr
     return (full(frame_to_crop) @ np.linalg.inv(full(frame_to_target)))[:2]
 
 
+def _stream_unchanged(
+    target: tuple[Callable[[int], np.ndarray], int], keep_frames: bool
+) -> ProgressGenerator[np.ndarray | None]:
+    """The generated frames as they are, streamed like enhanced ones (no face to enhance)."""
+    kept = []
+    for t in range(target[1]):
+        frame = np.asarray(target[0](t))
+        if keep_frames:
+            kept.append(frame)
+        yield Progress("face", t + 1, target[1], 0.0, (t, frame))
+    return np.stack(kept) if keep_frames else None
+
+
 def enhance_faces(
     generated_frames: FrameSource,
     original_track: FaceTrack,
@@ -388,13 +401,7 @@ def enhance_faces(
     faces = track.face_frames
     if not faces:  # nothing to enhance: stream the frames through unchanged
         report.lost_frames = list(range(len(track)))
-        kept = []
-        for t in range(target[1]):
-            frame = np.asarray(target[0](t))
-            if keep_frames:
-                kept.append(frame)
-            yield Progress("face", t + 1, target[1], 0.0, (t, frame))
-        return (np.stack(kept) if keep_frames else None), report
+        return (yield from _stream_unchanged(target, keep_frames)), report
     # The anchor must show a tracked face: else use the nearest frame that does.
     anchor = min(faces, key=lambda t: abs(t - source_frame_index))
     report.source_frame_index = anchor

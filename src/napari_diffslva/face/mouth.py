@@ -123,25 +123,8 @@ def paint_interior(warped_source: np.ndarray, target: np.ndarray, teeth: bool) -
     )
     out = out * (1 - tongue[..., None]) + tongue_lab * tongue[..., None]
 
-    if teeth:  # upper teeth under the upper lip: light, a touch warm, darker to the corners
-        upper = _upper_lip_curve(target, xs[0])[None, :]
-        band = min(gap, 0.09 * width + 0.1 * gap)
-        teeth_mask = (ys >= upper - 1) & (ys < upper + band)
-        skin_ring = (
-            cv2.dilate(
-                polygon_mask(target[OUTER_MOUTH], (h, w)),
-                np.ones((int(0.15 * width) | 1,) * 2, np.uint8),
-            )
-            > 0
-        )
-        skin = _lab_mean(lab, skin_ring & ~(lips | inner))
-        centre_x = target[[62, 66], 0].mean()
-        across = np.abs(xs - centre_x) / max(0.5 * width, 1.0)
-        light = np.clip(skin[0] * 1.12 + 12, 150, 230) * (1 - 0.4 * np.clip(across, 0, 1) ** 2)
-        spacing = max(width / 9.0, 2.0)  # faint gaps between teeth
-        light -= 10 * (np.abs(((xs - centre_x) / spacing + 0.5) % 1.0 - 0.5) < 0.06)
-        light -= 25 * np.clip((ys - upper) / max(band, 1.0), 0, 1) ** 4  # shaded lower edge
-        teeth_lab = np.stack([light, np.full_like(light, 130), np.full_like(light, 136)], -1)
+    if teeth:
+        teeth_lab, teeth_mask = _teeth_band(lab, target, inner, lips, gap, width)
         out = np.where(teeth_mask[..., None], teeth_lab, out)
 
     painted = cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
@@ -149,3 +132,35 @@ def paint_interior(warped_source: np.ndarray, target: np.ndarray, teeth: bool) -
     alpha[inner] = 1.0  # inside the polygon only painted pixels; the blur falls on the lips
     blended = warped_source.astype(np.float32) * (1 - alpha) + painted.astype(np.float32) * alpha
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def _teeth_band(
+    lab: np.ndarray,
+    target: np.ndarray,
+    inner: np.ndarray,
+    lips: np.ndarray,
+    gap: float,
+    width: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Upper teeth under the upper lip (Lab colours, mask): light, a touch warm, darker
+    to the corners, lit from the skin around the mouth."""
+    import cv2
+
+    h, w = inner.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    upper = _upper_lip_curve(target, xs[0])[None, :]
+    band = min(gap, 0.09 * width + 0.1 * gap)
+    teeth_mask = (ys >= upper - 1) & (ys < upper + band)
+    ring_size = (int(0.15 * width) | 1,) * 2
+    skin_ring = (
+        cv2.dilate(polygon_mask(target[OUTER_MOUTH], (h, w)), np.ones(ring_size, np.uint8)) > 0
+    )
+    skin = _lab_mean(lab, skin_ring & ~(lips | inner))
+    centre_x = target[[62, 66], 0].mean()
+    across = np.abs(xs - centre_x) / max(0.5 * width, 1.0)
+    light = np.clip(skin[0] * 1.12 + 12, 150, 230) * (1 - 0.4 * np.clip(across, 0, 1) ** 2)
+    spacing = max(width / 9.0, 2.0)  # faint gaps between teeth
+    light -= 10 * (np.abs(((xs - centre_x) / spacing + 0.5) % 1.0 - 0.5) < 0.06)
+    light -= 25 * np.clip((ys - upper) / max(band, 1.0), 0, 1) ** 4  # shaded lower edge
+    teeth_lab = np.stack([light, np.full_like(light, 130), np.full_like(light, 136)], -1)
+    return teeth_lab, teeth_mask
