@@ -135,6 +135,21 @@ def models(tiny):
     return load_models(tiny)
 
 
+@pytest.fixture(scope="module")
+def in_process_client():
+    """A dask client on one in-process worker thread: tests can patch and count what the
+    worker's engine does."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A folder no one can write to. Permissions do not stop root, so as root it is a

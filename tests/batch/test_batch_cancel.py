@@ -8,8 +8,6 @@ from __future__ import annotations
 import shutil
 import threading
 
-import pytest
-
 from conftest import unet_calls
 from napari_diffslva.batch import plan_batch, run_batch
 from napari_diffslva.pipeline import AnonymizeSettings
@@ -19,21 +17,8 @@ from napari_diffslva.project import RunFolder, read_json
 WAIT = 120  # s; a guard against a hang, not a timing assertion
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
 def test_stop_reaches_the_running_clip_within_one_step(
-    client, clip_head, tiny_flat, tmp_path, count_steps
+    in_process_client, clip_head, tiny_flat, tmp_path, count_steps
 ):
     from distributed import Event
 
@@ -54,7 +39,7 @@ def test_stop_reaches_the_running_clip_within_one_step(
 
     pressed_at = per_pass + 2  # the second step of the first frame after the anchor
     steps.at(pressed_at, press_stop)
-    result = run_to_end(run_batch(plan, client, poll=0.05, should_stop=user_stop.is_set))
+    result = run_to_end(run_batch(plan, in_process_client, poll=0.05, should_stop=user_stop.is_set))
     assert result.stopped and steps.calls == pressed_at
     records = result.records
     assert sorted(r["status"] for r in records.values()) == ["cancelled", "cancelled"]
@@ -64,7 +49,7 @@ def test_stop_reaches_the_running_clip_within_one_step(
     assert len(RunFolder(first.run_dir).manifest("anonymized")["done"]) == 1  # the anchor
 
     steps.reset()
-    again = run_to_end(run_batch(plan, client, poll=0.05))
+    again = run_to_end(run_batch(plan, in_process_client, poll=0.05))
     assert not again.stopped
     assert [again.records[j.name]["status"] for j in plan.jobs] == ["done", "done"]
     assert again.records[first.name]["resumed_frames"] == 1

@@ -21,19 +21,6 @@ from napari_diffslva.testing.leaks import original_clip
 REFUSED_SEED = 100  # the seeds from here on give the original anchor back
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
 @pytest.fixture
 def leaky_engine(monkeypatch):
     """The clip's frames stay the originals; anchors of REFUSED_SEED and up too."""
@@ -59,13 +46,13 @@ def corpus(clip_head, tmp_path):
 
 
 def test_leaking_clips_are_held_back_and_gate_refusals_fail(
-    client, corpus, tiny_flat, tmp_path, leaky_engine, capsys
+    in_process_client, corpus, tiny_flat, tmp_path, leaky_engine, capsys
 ):
     base = tiny_flat(steps=2)  # at 64 px the tiny models' anchor holds no face: it passes
     outdir = tmp_path / "out"
     refused = {"refused": {"seed": REFUSED_SEED}}
     plan = plan_batch([corpus], outdir, settings=base, overrides=refused)
-    first = run_to_end(run_batch(plan, client, poll=0.05)).records
+    first = run_to_end(run_batch(plan, in_process_client, poll=0.05)).records
     # without fail_on_leak a leaking result is exported, and its record says it leaks
     assert first["leaky"]["status"] == "done" and (outdir / "leaky.mp4").is_file()
     assert first["leaky"]["self_audit"] == {
@@ -82,7 +69,7 @@ def test_leaking_clips_are_held_back_and_gate_refusals_fail(
     plan = plan_batch(
         [corpus], outdir, settings={**base, "fail_on_leak": True}, overrides={**refused, **warned}
     )
-    records = run_to_end(run_batch(plan, client, poll=0.05)).records
+    records = run_to_end(run_batch(plan, in_process_client, poll=0.05)).records
     leaky = records["leaky"]
     job = next(j for j in plan.jobs if j.name == "leaky")
     assert leaky["status"] == "leaking" and leaky["output"] is None
@@ -113,7 +100,7 @@ def test_leaking_clips_are_held_back_and_gate_refusals_fail(
     # the CLI counts them and says where the held-back result is; exit 3 without failures
     from napari_diffslva.cli import main
 
-    address = client.scheduler.address
+    address = in_process_client.scheduler.address
     config = tmp_path / "settings.toml"
     lines = [f"{k} = {json.dumps(v)}" for k, v in {**base, "fail_on_leak": True}.items()]
     lines += ['[clips."refused"]', f"seed = {REFUSED_SEED}", '[clips."warned"]']
