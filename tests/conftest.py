@@ -22,6 +22,12 @@ REAL_CLIPS = {
     "sl_tiny_hd_9frames.mp4": (9, 24.0, (1280, 720)),
     "face_talking.mp4": (169, 25.0, (410, 412)),
 }
+# (first, stop, step) of the real clips with a face: a talking head and two signers
+FACE_CLIPS = {
+    "face_talking.mp4": (0, 60, 2),
+    "asl_house.gif": (0, 73, 2),
+    "sl_soup.mp4": (0, 41, 1),
+}
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +139,28 @@ def models(tiny):
     from napari_diffslva.engine.models import load_models
 
     return load_models(tiny)
+
+
+def face_clip_frames(real_clip, name: str):
+    """The frames of ``FACE_CLIPS[name]``'s range, at its step."""
+    from napari_diffslva.video import read_frames
+
+    first, stop, step = FACE_CLIPS[name]
+    return read_frames(real_clip(name), first, stop)[::step].copy()
+
+
+@pytest.fixture(scope="session")
+def face_photos(real_clip):
+    """``name -> (image, box, landmarks)`` of the real face photos (tests/data/real/faces)."""
+    from napari_diffslva.prepare.faces import detect_faces, face_landmarks
+    from napari_diffslva.video import read_frames
+
+    out = {}
+    for name in ("obama_1", "obama_2", "biden_1"):
+        image = read_frames(real_clip(f"faces/{name}.jpg"))[0]
+        box = max(detect_faces(image), key=lambda b: b.area)
+        out[name] = image, box, face_landmarks(image, box)
+    return out
 
 
 @pytest.fixture(scope="module")

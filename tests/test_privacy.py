@@ -26,18 +26,9 @@ from napari_diffslva.video import read_frames
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_models_dir):
+def tiny(tiny_flat):
     """The tiny models at a working size where a face survives the round trip."""
-    return {
-        "model": str(tiny_models_dir / "sd"),
-        "controlnet": str(tiny_models_dir / "controlnet"),
-        "offline": True,
-        "device": "cpu",
-        "short_side": 256,
-        "steps": 2,
-        "prompt": "a person is talking",
-        "face_module": "off",
-    }
+    return tiny_flat(short_side=256, steps=2, prompt="a person is talking")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import FACE_CLIPS, face_clip_frames
 from napari_diffslva.audit.expression import FEATURES, expression_features, pearson
 from napari_diffslva.audit.identity import (
     SAME_PERSON_THRESHOLD,
@@ -20,58 +21,42 @@ from napari_diffslva.audit.identity import (
 )
 from napari_diffslva.face.backends import make_backend
 from napari_diffslva.face.enhance import driver_teeth, enhance_faces, reenact_video
-from napari_diffslva.prepare.faces import detect_faces, face_landmarks, track_faces
+from napari_diffslva.prepare.faces import face_landmarks, track_faces
 from napari_diffslva.progress import run_to_end
 from napari_diffslva.testing.face_swap import replace_face_part
-from napari_diffslva.video import read_frames
-
-# (first, stop, step) of each real clip: a talking head and two signers
-CLIPS = {"face_talking.mp4": (0, 60, 2), "asl_house.gif": (0, 73, 2), "sl_soup.mp4": (0, 41, 1)}
 
 
-@pytest.fixture(scope="module")
-def photos(real_clip):
-    """(image, landmarks) of obama_1 (the new identity) and biden_1 (the stand-in face)."""
-    out = {}
-    for name in ("obama_1", "biden_1"):
-        image = read_frames(real_clip(f"faces/{name}.jpg"))[0]
-        box = max(detect_faces(image), key=lambda b: b.area)
-        out[name] = image, box, face_landmarks(image, box)
-    return out
-
-
-@pytest.fixture(scope="module", params=list(CLIPS))
-def clip(request, real_clip, photos):
+@pytest.fixture(scope="module", params=list(FACE_CLIPS))
+def clip(request, real_clip, face_photos):
     """Frames, face track, teeth bits and the warp backend's outputs on the real frames."""
-    first, stop, step = CLIPS[request.param]
-    frames = read_frames(real_clip(request.param), first, stop)[::step].copy()
+    frames = face_clip_frames(real_clip, request.param)
     track = run_to_end(track_faces(frames))
     teeth = driver_teeth(track, frames.__getitem__)
-    obama = photos["obama_1"][0]
+    obama = face_photos["obama_1"][0]
     reenacted, report = run_to_end(
         reenact_video(obama, frames, backend=make_backend("warp"), track=track, teeth=teeth)
     )
     return request.param, frames, track, teeth, reenacted, report
 
 
-def _replaced(frames, track, photos, part: str, fill: str) -> np.ndarray:
+def _replaced(frames, track, face_photos, part: str, fill: str) -> np.ndarray:
     """A copy of ``frames`` whose ``part`` is biden_1's face aligned onto the driver's
     landmarks (``fill="face"``), or uniform noise (``fill="noise"``)."""
-    image, _, lm = photos["biden_1"]
+    image, _, lm = face_photos["biden_1"]
     return replace_face_part(frames, track, part, (image, lm) if fill == "face" else None)
 
 
 @pytest.mark.parametrize("part", ["mouth", "face"])
 @pytest.mark.parametrize("fill", ["face", "noise"])
-def test_output_independent_of_driver_pixels(clip, photos, part, fill):
+def test_output_independent_of_driver_pixels(clip, face_photos, part, fill):
     name, frames, track, teeth, reenacted, _ = clip
-    other = _replaced(frames, track, photos, part, fill)
+    other = _replaced(frames, track, face_photos, part, fill)
     changed = np.abs(other.astype(int) - frames).max(-1) > 0
     assert changed[track.face_frames].sum() > 20 * len(track.face_frames), name
     # reenact: the driving clip is also the background
     out, _ = run_to_end(
         reenact_video(
-            photos["obama_1"][0], other, backend=make_backend("warp"), track=track, teeth=teeth
+            face_photos["obama_1"][0], other, backend=make_backend("warp"), track=track, teeth=teeth
         )
     )
     for t in range(len(frames)):
@@ -128,11 +113,11 @@ def test_expression_kept(clip):
         assert corr[feature] >= 0.8, f"{name} {feature}: {corr}"
 
 
-def test_identity_is_the_photos(clip, photos):
+def test_identity_is_the_photos(clip, face_photos):
     """dlib distance of the output face to the driver above the same-person threshold on
     every frame, and to the new identity's photo below it."""
     name, frames, track, _, reenacted, report = clip
-    image, box, lm = photos["obama_1"]
+    image, box, lm = face_photos["obama_1"]
     photo = face_embedding(image, box, lm)
     for t, (_, emb) in zip(
         report.enhanced_frames, _output_faces(reenacted, track, report.enhanced_frames), strict=True

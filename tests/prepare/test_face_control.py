@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import FACE_CLIPS, face_clip_frames
 from napari_diffslva.geometry import working_geometry
 from napari_diffslva.prepare.edges import get_edge_detector
 from napari_diffslva.prepare.face_control import FaceControl
@@ -23,34 +24,22 @@ from napari_diffslva.prepare.faces import (
     DETECTED,
     LOST,
     FaceTrack,
-    detect_faces,
-    face_landmarks,
     track_faces,
 )
 from napari_diffslva.progress import run_to_end
 from napari_diffslva.testing.face_swap import face_part_mask, replace_face_part
-from napari_diffslva.video import read_frames
-
-# (first, stop, step) of each real clip: a talking head and two signers
-CLIPS = {"face_talking.mp4": (0, 60, 2), "asl_house.gif": (0, 73, 2), "sl_soup.mp4": (0, 41, 1)}
 
 
 @pytest.fixture(scope="module")
-def photos(real_clip):
+def photos(face_photos):
     """``name -> (image, landmarks)`` of three real face photos."""
-    out = {}
-    for name in ("obama_1", "obama_2", "biden_1"):
-        image = read_frames(real_clip(f"faces/{name}.jpg"))[0]
-        box = max(detect_faces(image), key=lambda b: b.area)
-        out[name] = image, face_landmarks(image, box).astype(np.float64)
-    return out
+    return {name: (image, lm.astype(np.float64)) for name, (image, _, lm) in face_photos.items()}
 
 
-@pytest.fixture(scope="module", params=list(CLIPS))
+@pytest.fixture(scope="module", params=list(FACE_CLIPS))
 def clip(request, real_clip):
     """(name, frames, face track) of a real clip."""
-    first, stop, step = CLIPS[request.param]
-    frames = read_frames(real_clip(request.param), first, stop)[::step].copy()
+    frames = face_clip_frames(real_clip, request.param)
     return request.param, frames, run_to_end(track_faces(frames))
 
 
@@ -103,8 +92,7 @@ def _driven(neutral: np.ndarray, motion: FaceControl, photo: np.ndarray) -> Face
 @pytest.fixture(scope="module")
 def talking(real_clip):
     """The talking-head clip's face control (it opens and closes the mouth a lot)."""
-    first, stop, step = CLIPS["face_talking.mp4"]
-    frames = read_frames(real_clip("face_talking.mp4"), first, stop)[::step]
+    frames = face_clip_frames(real_clip, "face_talking.mp4")
     geo = working_geometry(frames.shape[1:3])
     return geo, FaceControl(run_to_end(track_faces(frames)), geo)
 
