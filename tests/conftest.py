@@ -149,6 +149,20 @@ def face_clip_frames(real_clip, name: str):
     return read_frames(real_clip(name), first, stop)[::step].copy()
 
 
+def small_clip(real_clip, name: str, first: int, stop: int, step: int = 1):
+    """``(frames, edges)``: a real clip's frames ``first:stop:step`` at 64x64 and their
+    Canny edges in [0, 1], the engine tests' inputs."""
+    import cv2
+    import numpy as np
+
+    from napari_diffslva.video import read_frames
+
+    clip = read_frames(real_clip(name), first, stop)[::step]
+    small = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in clip])
+    edges = np.stack([cv2.Canny(f, 80, 160).astype(np.float32) / 255 for f in small])
+    return small, edges
+
+
 @pytest.fixture(scope="session")
 def face_photos(real_clip):
     """``name -> (image, box, landmarks)`` of the real face photos (tests/data/real/faces)."""

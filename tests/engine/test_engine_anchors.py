@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_clip
 from napari_diffslva.progress import run_to_end
 from napari_diffslva.project import RunFolder
 
@@ -22,15 +23,9 @@ def tiny(tiny_models_dir):
 @pytest.fixture(scope="module")
 def clip12(real_clip):
     """12 frames of a real signing clip at 64x64 with Canny edges."""
-    import cv2
-
     from napari_diffslva.engine.translate import InMemoryInputs
-    from napari_diffslva.video import read_frames
 
-    clip = read_frames(real_clip("sl_soup.mp4"), 0, 24)[::2]
-    small = np.stack([cv2.resize(f, HW[::-1], interpolation=cv2.INTER_AREA) for f in clip])
-    edges = np.stack([cv2.Canny(f, 80, 160).astype(np.float32) / 255 for f in small])
-    return InMemoryInputs(small, edges)
+    return InMemoryInputs(*small_clip(real_clip, "sl_soup.mp4", 0, 24, 2))
 
 
 def test_plan_places_an_anchor_per_span_and_keeps_the_first():

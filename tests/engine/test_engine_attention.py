@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_clip
+
 HW = (64, 64)
 
 
@@ -18,15 +20,8 @@ def tiny(tiny_models_dir):
 
 @pytest.fixture(scope="module")
 def frames(real_clip):
-    """Three frames of a real signing clip at 64x64, with simple soft edges."""
-    import cv2
-
-    from napari_diffslva.video import read_frames
-
-    clip = read_frames(real_clip("sl_soup.mp4"), 0, 9)[::4]
-    small = np.stack([cv2.resize(f, HW[::-1], interpolation=cv2.INTER_AREA) for f in clip])
-    edges = np.stack([cv2.Canny(f, 80, 160).astype(np.float32) / 255 for f in small])
-    return small, edges
+    """Three frames of a real signing clip at 64x64, with Canny edges."""
+    return small_clip(real_clip, "sl_soup.mp4", 0, 9, 4)
 
 
 def _unet_call(models, sample):

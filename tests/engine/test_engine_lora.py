@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_clip
 from napari_diffslva.errors import SettingsError, WeightsError
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -94,25 +95,22 @@ def test_few_step_preset_with_a_lora_counts_its_evaluations(tiny, lora_file, rea
     """The LCM preset (6 steps, no CFG) on a LoRA'd tiny model: 5 computed steps at
     strength 0.75, one evaluation each; with fusion the second pass adds the steps from
     the first fused one (4 and 5): 7 per frame, under the issue's 16."""
-    import numpy as np
 
     from napari_diffslva.engine.models import load_models
     from napari_diffslva.engine.settings import EngineSettings
     from napari_diffslva.engine.translate import InMemoryInputs, translate_clip
     from napari_diffslva.progress import run_to_end
-    from napari_diffslva.video import read_frames
 
     lcm = EngineSettings.from_dict({"preset": "lcm"})
     settings = tiny.replace(
         preset="lcm", sampler=lcm.sampler, steps=lcm.steps, guidance=lcm.guidance
     ).replace(lora=str(lora_file), anchor=0)
     models = load_models(settings)
-    frames = read_frames(real_clip("sl_soup.mp4"), 0, 3)
-    import cv2
-
-    small = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in frames])
-    edges = np.stack([cv2.Canny(f, 80, 160).astype(np.float32) / 255 for f in small])
-    stats = run_to_end(translate_clip(InMemoryInputs(small, edges), models, settings))
+    stats = run_to_end(
+        translate_clip(
+            InMemoryInputs(*small_clip(real_clip, "sl_soup.mp4", 0, 3)), models, settings
+        )
+    )
     start, fused = settings.start_step, min(settings.steps_in("stage2_range"))
     assert (start, fused) == (1, 4)
     per_frame = (settings.steps - start) + (settings.steps - fused)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_clip
+
 HW = (64, 64)
 
 
@@ -18,14 +20,7 @@ def tiny(tiny_models_dir):
 
 @pytest.fixture(scope="module")
 def frames(real_clip):
-    import cv2
-
-    from napari_diffslva.video import read_frames
-
-    clip = read_frames(real_clip("asl_house.gif"), 10, 19)[::4]
-    small = np.stack([cv2.resize(f, HW[::-1], interpolation=cv2.INTER_AREA) for f in clip])
-    edges = np.stack([cv2.Canny(f, 80, 160).astype(np.float32) / 255 for f in small])
-    return small, edges
+    return small_clip(real_clip, "asl_house.gif", 10, 19, 4)
 
 
 def test_skipped_sdedit_steps_match_a_full_ddim_loop(models, tiny, frames):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_clip
 from napari_diffslva.errors import SettingsError
 from napari_diffslva.progress import run_to_end
 from napari_diffslva.project import RunFolder
@@ -22,15 +23,9 @@ def tiny(tiny_models_dir):
 
 def _inputs(real_clip, name: str, start: int, stop: int):
     """Frames of a real clip at 64x64 with Canny edges: one camera's view."""
-    import cv2
-
     from napari_diffslva.engine.translate import InMemoryInputs
-    from napari_diffslva.video import read_frames
 
-    clip = read_frames(real_clip(name), start, stop)
-    small = np.stack([cv2.resize(f, HW[::-1], interpolation=cv2.INTER_AREA) for f in clip])
-    edges = np.stack([cv2.Canny(f, 80, 160).astype(np.float32) / 255 for f in small])
-    return InMemoryInputs(small, edges)
+    return InMemoryInputs(*small_clip(real_clip, name, start, stop))
 
 
 @pytest.fixture(scope="module")
