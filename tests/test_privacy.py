@@ -5,6 +5,7 @@ a real talking-head clip with the tiny random models."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import replace
 
@@ -61,6 +62,7 @@ def test_tiny_models_give_no_face_and_the_run_goes_on(tiny, clip, tmp_path, caps
     printed = capsys.readouterr().out
     assert "no face found in the new anchor, the run goes on" in printed
     assert "self-audit: 0 of 6 frames with the signer's face still look like" in printed
+    assert re.search(r"UNet evaluations per frame, peak memory \(RSS\) [1-9]\d* MB", printed)
     record = RunFolder(tmp_path / "anon.diffslva-run").read_privacy()
     assert record["gate"]["verdict"] == NO_FACE and len(record["gate"]["tries"]) == 1
     assert record["self_audit"]["leaking"] is False

@@ -44,3 +44,11 @@ def test_export_command_matches_plugin_writer(real_clip, tmp_path):
     a, b = probe(cli_out), probe(plugin_out)
     assert a.frames == b.frames == 64
     assert list(a.timing.timestamps) == list(b.timing.timestamps)
+
+
+def test_peak_memory_says_what_it_measured():
+    from napari_diffslva.cli.anonymize import _peak_memory
+
+    assert _peak_memory({"peak_memory_mb": 5120.4, "device": "cuda:1"}) == "peak GPU memory 5120 MB"
+    assert _peak_memory({"peak_memory_mb": 580.6, "device": "cpu"}) == "peak memory (RSS) 581 MB"
+    assert _peak_memory({"peak_memory_mb": float("nan"), "device": "cpu"}).endswith("not measured")

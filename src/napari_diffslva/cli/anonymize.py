@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if "seconds_per_frame" in d:
         print(
             f"  {d['seconds_per_frame']:.2f} s per frame, "
-            f"{d.get('unet_evals_per_frame', 0):.0f} UNet evaluations per frame"
+            f"{d.get('unet_evals_per_frame', 0):.0f} UNet evaluations per frame, "
+            f"{_peak_memory(d)}"
         )
     lost = d["face_module"].get("lost_frames")
     if lost:
@@ -97,6 +98,14 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(map(str, lost[:20]))}{' ...' if len(lost) > 20 else ''}"
         )
     return code
+
+
+def _peak_memory(d: dict[str, Any]) -> str:
+    """The run's peak memory: the GPU's allocations on CUDA, else the process's RSS."""
+    mb, device = d.get("peak_memory_mb", float("nan")), str(d.get("device", ""))
+    if mb != mb:  # NaN: not measurable here (a Windows CPU)
+        return "peak memory not measured"
+    return f"peak {'GPU memory' if device.startswith('cuda') else 'memory (RSS)'} {mb:.0f} MB"
 
 
 def _print_privacy(result) -> None:

@@ -123,6 +123,7 @@ class RunStats:
     denoiser_seconds_per_frame: float  # inside UNet + ControlNet forward passes
     other_seconds_per_frame: float  # VAE, fusion, flow, I/O, state persistence
     peak_memory_mb: float  # CUDA max allocated on a GPU, process max RSS on the CPU
+    device: str = "cpu"  # where the models ran: says which of the two peak_memory_mb is
     anchors: list[int] = field(default_factory=list)  # the first fixes the style
     resumed_frames: int = 0  # recomputed on resume to rebuild the attention states
     resume_mismatches: int = 0  # of those, outputs that differ from the stored ones
@@ -442,6 +443,7 @@ class _ClipRun:
             denoiser_seconds_per_frame=counters.denoiser_seconds / per,
             other_seconds_per_frame=(total - counters.denoiser_seconds) / per,
             peak_memory_mb=_peak_memory_mb(self.models.device),
+            device=str(self.models.device),
             anchors=list(self.plan.anchors),
             resumed_frames=self.recomputed,
             resume_mismatches=self.mismatches,
