@@ -76,6 +76,22 @@ def new_anchor(run: RunFolder, anchor: int) -> np.ndarray | None:
     return run.read_frame(NEW_ANCHOR, anchor)
 
 
+def recorded_checks(run: RunFolder) -> tuple[GateResult | None, list[str]]:
+    """The privacy checks of the last run in ``run`` as it recorded them (the gate, and one
+    line per check), so a front that reopens the folder can show them again."""
+    record = run.read_privacy()
+    gate = GateResult.from_dict(record["gate"]) if "gate" in record else None
+    lines = [gate.message()] if gate is not None else []
+    audit = record.get("self_audit")
+    if audit is not None:
+        lines.append(
+            "self-audit off: nothing checked whether the result shows the signer"
+            if audit.get("off")
+            else audit["message"]
+        )
+    return gate, lines
+
+
 def _gate(
     prepared: Prepared,
     models: Models,

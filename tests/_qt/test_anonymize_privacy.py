@@ -120,6 +120,18 @@ def test_check_anchor_shows_the_gate_before_the_clip_and_run_reuses_it(
     original = read_frames(clip)[prep.anchor]
     assert np.abs(shown.astype(int) - _placed_crop(layer, original)).mean() > 20
 
+    # reopened in a new viewer, the folder's last checks and new anchor face come back
+    again = make_napari_viewer()
+    reopen = PrepareWidget(again)
+    reopen.video.set_path(clip)
+    reopen.run_dir.set_path(run.root)
+    _finish(qtbot, reopen.open_run())
+    shown_again = AnonymizeWidget(again).privacy.text()
+    assert shown_again.startswith("Last run in this folder:")
+    assert "no face found in the new anchor" in shown_again
+    assert "self-audit: 0 of 6 frames with the signer's face still look like" in shown_again
+    assert np.array_equal(again.layers[NEW_ANCHOR_FACE].data[0], shown)
+
 
 @pytest.fixture(scope="module")
 def biden(real_clip):

@@ -132,9 +132,20 @@ class AnonymizeWidget(QWidget):
             self._on_prepared(self.session.prepared)
 
     def _on_prepared(self, prepared: Any) -> None:
+        from ..pipeline import held_back
+        from ..privacy import recorded_checks
+
         self.status.setText(
             f"Ready: {prepared.info.frames} frames, anchor frame {prepared.anchor}."
         )
+        gate, lines = recorded_checks(prepared.run)
+        if gate is not None:
+            self._show_gate(gate)  # its new anchor face layer, when one was kept
+        else:
+            drop_layer(self.viewer, NEW_ANCHOR_FACE)
+        if held_back(prepared.run.root):
+            lines.append("Held back (fail_on_leak): 5 Export writes it into the run folder.")
+        self.privacy.setText("Last run in this folder:\n" + "\n".join(lines) if lines else "")
 
     def settings(self) -> Any:
         """:class:`AnonymizeSettings`: the prepare settings in use and this form's."""
