@@ -97,6 +97,12 @@ def test_leaking_clips_are_held_back_and_gate_refusals_fail(
         "gate_refused": 1,
     }
 
+    # run again unchanged, the held-back clip is not redone (its result would be the same)
+    held_at = held.stat().st_mtime_ns
+    again = run_to_end(run_batch(plan, in_process_client, poll=0.05)).records["leaky"]
+    assert again["status"] == "leaking" and again["held_back"] == leaky["held_back"]
+    assert "not run again" in again["note"] and held.stat().st_mtime_ns == held_at
+
     # the CLI counts them and says where the held-back result is; exit 3 without failures
     from napari_diffslva.cli import main
 
@@ -110,6 +116,7 @@ def test_leaking_clips_are_held_back_and_gate_refusals_fail(
     out = capsys.readouterr().out
     assert "1 held back as leaking" in out
     assert f"leaking leaky: 4 of 4 frames still look like the signer; held back in {held}" in out
+    assert held.stat().st_mtime_ns == held_at  # the same settings: not redone
     args[1] = str(corpus)
     assert main([*args, "--scheduler", address]) == 1  # the refused clip failed
     out = capsys.readouterr().out

@@ -61,6 +61,20 @@ class BatchManifest:
             return rec
         return None
 
+    def held_back(self, job: ClipJob) -> dict[str, Any] | None:
+        """The earlier record of ``job`` when its result was held back as leaking under the
+        same key and still lies in its run folder: running it again would only repeat that
+        (the settings that decide the result are in the key)."""
+        rec = self.clips.get(job.name)
+        if (
+            rec
+            and rec.get("status") == LEAKING
+            and rec.get("key") == job.key
+            and Path(rec.get("held_back") or "").is_file()
+        ):
+            return rec
+        return None
+
     def record(self, name: str, rec: dict[str, Any]) -> None:
         self.clips[name] = rec
         self.save()

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from distributed import Client
 
 
+_SAME_LEAK = (
+    "held back earlier with these settings and not run again: change the prompt, strength "
+    "or seed to try again"
+)
 # The statuses a collected clip can have.
 _COUNTED = ("done", "failed", "skipped", "cancelled", LEAKING)
 
@@ -161,14 +165,18 @@ class _StopRequest:
 
 
 def _skip_finished(plan: BatchPlan, manifest: BatchManifest) -> dict[str, dict[str, Any]]:
-    """Records of the clips finished earlier (``skipped``); the others become ``pending``."""
+    """Records of the clips finished earlier (``skipped``) or held back as leaking under the
+    same settings (``leaking`` again, not rerun); the others become ``pending``."""
     records: dict[str, dict[str, Any]] = {}
     for job in plan.jobs:  # input order: a group's first view comes before the others
-        earlier = manifest.finished(job)
+        earlier = manifest.finished(job) or manifest.held_back(job)
         if job.follows is not None and job.follows not in records:
             earlier = None  # the first view runs again: its style reference may change
         if earlier is not None:
-            records[job.name] = {**earlier, "status": "skipped"}
+            if earlier["status"] == LEAKING:
+                records[job.name] = {**earlier, "note": _SAME_LEAK}
+            else:
+                records[job.name] = {**earlier, "status": "skipped"}
             manifest.clips[job.name] = records[job.name]
         else:
             manifest.clips[job.name] = {

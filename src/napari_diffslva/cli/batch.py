@@ -135,9 +135,10 @@ def clip_problem(rec: dict[str, Any]) -> str:
     if rec["status"] != "leaking":
         return str(rec.get("error"))
     audit = rec.get("self_audit", {})
+    note = f" ({rec['note']})" if rec.get("note") else ""
     return (
         f"{audit.get('leak_frames')} of {audit.get('face_frames')} frames still look like the "
-        f"signer; held back in {rec.get('held_back')}"
+        f"signer; held back in {rec.get('held_back')}{note}"
     )
 
 
