@@ -184,6 +184,11 @@ def test_rerun_does_no_work(first_run, client, corpus, config):
     # a changed setting makes a clip count as unfinished again
     changed = plan_batch([corpus], plan.outdir, settings={**base, "seed": 1}, overrides=per_clip)
     assert not set(j.key for j in changed.jobs) & set(j.key for j in again.jobs)
+    # a setting given at its default is no change
+    assert "gate_tries" not in base and "gate_tries" not in str(per_clip)
+    default = {"gate_tries": AnonymizeSettings().gate_tries}
+    same = plan_batch([corpus], plan.outdir, settings={**base, **default}, overrides=per_clip)
+    assert [j.key for j in same.jobs] == [j.key for j in again.jobs]
 
 
 def test_cli_on_a_running_scheduler(first_run, client, corpus, config, capsys):

@@ -178,7 +178,9 @@ def _job(
     """The work order of one planned clip (its settings validated now, not on a worker)."""
     from ..pipeline import AnonymizeSettings
 
-    AnonymizeSettings.from_flat(clip.flat)  # fail now, not on a worker an hour later
+    # fail now, not on a worker an hour later; the key holds every setting's value, so a
+    # setting given at its default keeps the key of a clip that does not give it
+    effective = AnonymizeSettings.from_flat(clip.flat).to_flat()
     stat = clip.path.stat()
     ident = content_hash(clip.path)[:16] if hash_names else clip.name
     follows = None
@@ -194,7 +196,7 @@ def _job(
         output=str(out / (ident + OUTPUT_SUFFIX)),
         run_dir=str(runs / (ident + RUN_SUFFIX)),
         settings=clip.flat,
-        key=settings_key(clip.flat, clip.group, follows, stat.st_size, stat.st_mtime_ns),
+        key=settings_key(effective, clip.group, follows, stat.st_size, stat.st_mtime_ns),
         group=clip.group,
         follows=follows,
         audit=audit,
