@@ -21,6 +21,7 @@ from .progress import Progress, ProgressGenerator
 from .project import settings_key
 
 NEW_ANCHOR = "gate"  # frames/gate/: the new anchor the gate passed
+SELF_AUDIT_OFF = "self-audit off: nothing checked whether the result still shows the signer"
 
 if TYPE_CHECKING:
     from .audit.result import IdentityResult
@@ -84,11 +85,7 @@ def recorded_checks(run: RunFolder) -> tuple[GateResult | None, list[str]]:
     lines = [gate.message()] if gate is not None else []
     audit = record.get("self_audit")
     if audit is not None:
-        lines.append(
-            "self-audit off: nothing checked whether the result shows the signer"
-            if audit.get("off")
-            else audit["message"]
-        )
+        lines.append(SELF_AUDIT_OFF if audit.get("off") else audit["message"])
     return gate, lines
 
 

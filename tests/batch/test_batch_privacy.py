@@ -79,7 +79,9 @@ def test_leaking_clips_are_held_back_and_gate_refusals_fail(
     sidecar = json.loads(held.with_name(held.name + ".json").read_text())
     assert sidecar["privacy"]["self_audit"]["leaking"] is True
     assert sorted(p.name for p in outdir.glob("leaky*")) == []
-    assert records["warned"]["status"] == "done"  # fail_on_leak off for it
+    # fail_on_leak off for it (at its default): its settings are the first run's, so its
+    # exported result stands
+    assert records["warned"]["status"] == "skipped"
     assert (outdir / "warned.mp4").is_file() and records["warned"]["self_audit"]["leaking"]
 
     # a gate refusal is a failed clip with its one-line message; nothing was translated
@@ -91,7 +93,7 @@ def test_leaking_clips_are_held_back_and_gate_refusals_fail(
     assert not (outdir / "refused.mp4").exists()
     assert not refused_run.frames_dir("anonymized").exists()
     assert read_json(plan.manifest_path)["summary"] == {
-        "done": 1,
+        "skipped": 1,
         "leaking": 1,
         "failed": 1,
         "gate_refused": 1,

@@ -280,6 +280,7 @@ class AnonymizeWidget(QWidget):
 
     def _on_done(self, result: Any) -> None:
         from ..pipeline import held_back
+        from ..privacy import SELF_AUDIT_OFF
 
         self.session.frames_changed.emit()
         seconds = result.stats.get("seconds_per_frame")
@@ -290,7 +291,7 @@ class AnonymizeWidget(QWidget):
         )
         lines = [result.gate.message()] if result.gate is not None else []
         if result.audit is None:
-            lines.append("self-audit off: nothing checked whether the result shows the signer")
+            lines.append(SELF_AUDIT_OFF)
         else:
             lines.append(result.audit.message())
         if held_back(result.run_dir):

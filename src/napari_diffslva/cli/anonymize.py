@@ -110,10 +110,12 @@ def _peak_memory(d: dict[str, Any]) -> str:
 
 def _print_privacy(result) -> None:
     """The identity gate's and the self-audit's one-line reports."""
+    from ..privacy import SELF_AUDIT_OFF
+
     if result.gate is not None:
         print(f"  {result.gate.message()}")
     if result.audit is None:
-        print("  self-audit off: nothing checked whether the result still shows the signer")
+        print(f"  {SELF_AUDIT_OFF}")
     else:
         print(f"  {result.audit.message()}")
         if result.leaking and not result.held_back:
