@@ -26,6 +26,7 @@ import hashlib
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -124,6 +125,7 @@ class VideoInfo:
     end_missing: bool = False  # the stream's last packets (or data) do not decode
     edit_list: bool = False  # the container hides some of its packets (an edit list)
     damaged: tuple[int, ...] | None = None  # frames that do not decode; None: not checked
+    other_streams: tuple[str, ...] = ()  # kinds of the streams not used ("audio", ...)
 
     @property
     def frames(self) -> int:
@@ -159,6 +161,7 @@ class VideoInfo:
             "header_duration": self.header_duration,
             "end_missing": self.end_missing,
             "edit_list": self.edit_list,
+            "other_streams": list(self.other_streams),
         }
         if self.damaged is not None:
             d["damaged_frames"] = list(self.damaged)
@@ -194,6 +197,14 @@ def source_notes(source: dict[str, Any]) -> list[str]:
     damaged = source.get("damaged_frames") or []
     if damaged:
         notes.append(f"{len(damaged)} damaged frame(s) do not decode: {_listing(damaged)}")
+    other = source.get("other_streams") or []
+    if other:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(Counter(other).items()))
+        voice = "; a voice identifies a person" if "audio" in other else ""
+        notes.append(
+            f"the source's other streams ({kinds}) are not used and not copied: "
+            f"the export is its first video stream alone{voice}"
+        )
     return notes
 
 
@@ -450,6 +461,7 @@ def _probe_video(p: Path) -> VideoInfo:
         if not container.streams.video:
             raise VideoError(f"{p}: has no video stream")
         stream = container.streams.video[0]
+        other = tuple(str(s.type) for s in container.streams if s.index != stream.index)
         header = _header(container, stream)
         packets, data_lost = _demux(container, stream)
     shown = sorted(pk.pts for pk in packets if not pk.hidden)
@@ -482,6 +494,7 @@ def _probe_video(p: Path) -> VideoInfo:
         header_duration=None if header.seconds is None else round(header.seconds, 6),
         end_missing=timing.frames < len(shown) or short or data_lost,
         edit_list=any(pk.hidden for pk in packets),
+        other_streams=other,
     )
 
 
