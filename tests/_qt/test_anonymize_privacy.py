@@ -63,15 +63,21 @@ def _finish(qtbot, job, error=None):
         assert isinstance(job.error, error), job.error
 
 
-def _widget(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path, tiny):
-    """An Anonymize widget on a copy of ``prepared_dir`` reopened in a fresh viewer."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(prepared_dir, run_dir)
+def _reopened(make_napari_viewer, qtbot, clip, run_dir):
+    """A new viewer in which the Prepare widget reopened ``run_dir``."""
     viewer = make_napari_viewer()
     prepare = PrepareWidget(viewer)
     prepare.video.set_path(clip)
     prepare.run_dir.set_path(run_dir)
     _finish(qtbot, prepare.open_run())
+    return viewer
+
+
+def _widget(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path, tiny):
+    """An Anonymize widget on a copy of ``prepared_dir`` reopened in a fresh viewer."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared_dir, run_dir)
+    viewer = _reopened(make_napari_viewer, qtbot, clip, run_dir)
     widget = AnonymizeWidget(viewer)
     widget.form.set_values(tiny)
     return viewer, widget, RunFolder(run_dir)
@@ -121,11 +127,7 @@ def test_check_anchor_shows_the_gate_before_the_clip_and_run_reuses_it(
     assert np.abs(shown.astype(int) - _placed_crop(layer, original)).mean() > 20
 
     # reopened in a new viewer, the folder's last checks and new anchor face come back
-    again = make_napari_viewer()
-    reopen = PrepareWidget(again)
-    reopen.video.set_path(clip)
-    reopen.run_dir.set_path(run.root)
-    _finish(qtbot, reopen.open_run())
+    again = _reopened(make_napari_viewer, qtbot, clip, run.root)
     shown_again = AnonymizeWidget(again).privacy.text()
     assert shown_again.startswith("Last run in this folder:")
     assert "no face found in the new anchor" in shown_again

@@ -48,6 +48,15 @@ def _open(viewer, qtbot, clip, run_dir):
     return widget
 
 
+def _on_copy(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path):
+    """A new viewer with a copy of ``prepared_dir`` reopened in it: ``(viewer, run_dir)``."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared_dir, run_dir)
+    viewer = make_napari_viewer()
+    _open(viewer, qtbot, clip, run_dir)
+    return viewer, run_dir
+
+
 def test_prepare_adds_layers_stage_by_stage_and_cancels(make_napari_viewer, qtbot, clip, tmp_path):
     viewer = make_napari_viewer()
     widget = PrepareWidget(viewer)
@@ -135,10 +144,7 @@ def test_an_automatic_anchor_follows_the_corrected_track(
     from napari_diffslva._qt.correct_widget import CorrectWidget
     from napari_diffslva.prepare.pipeline import open_prepared
 
-    run_dir = tmp_path / "run"
-    shutil.copytree(prepared_dir, run_dir)
-    viewer = make_napari_viewer()
-    _open(viewer, qtbot, clip, run_dir)
+    viewer, run_dir = _on_copy(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path)
     widget = CorrectWidget(viewer)
     before = session_for(viewer).prepared.anchor
     viewer.dims.set_current_step(0, before)
@@ -153,10 +159,7 @@ def test_correct_edits_are_saved_and_come_back(
 ):
     from napari_diffslva._qt.correct_widget import ACTIONS, CorrectWidget
 
-    run_dir = tmp_path / "run"
-    shutil.copytree(prepared_dir, run_dir)
-    viewer = make_napari_viewer()
-    _open(viewer, qtbot, clip, run_dir)
+    viewer, run_dir = _on_copy(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path)
     widget = CorrectWidget(viewer)
     track = session_for(viewer).prepared.track
     boxes = viewer.layers["face boxes"]
@@ -219,10 +222,7 @@ def test_correct_edits_are_saved_and_come_back(
 def test_anonymize_form_and_a_clear_error(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path):
     from napari_diffslva._qt.anonymize_widget import PROMPT_PRESETS, AnonymizeWidget
 
-    viewer = make_napari_viewer()
-    run_dir = tmp_path / "run"
-    shutil.copytree(prepared_dir, run_dir)
-    _open(viewer, qtbot, clip, run_dir)
+    viewer, run_dir = _on_copy(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path)
     widget = AnonymizeWidget(viewer)
     assert "a superman in blue uniform is making gestures" in PROMPT_PRESETS
     fields = widget.form.fields
@@ -317,10 +317,7 @@ def test_anonymize_cancel_lands_within_one_denoising_step(
     from napari_diffslva._qt.anonymize_widget import AnonymizeWidget
     from napari_diffslva.project import RunFolder
 
-    run_dir = tmp_path / "run"
-    shutil.copytree(prepared_dir, run_dir)
-    viewer = make_napari_viewer()
-    _open(viewer, qtbot, clip, run_dir)
+    viewer, run_dir = _on_copy(make_napari_viewer, qtbot, clip, prepared_dir, tmp_path)
     widget = AnonymizeWidget(viewer)
     widget.form.set_values(
         {
