@@ -132,19 +132,10 @@ class AnonymizeWidget(QWidget):
             self._on_prepared(self.session.prepared)
 
     def _on_prepared(self, prepared: Any) -> None:
-        from ..pipeline import held_back
-        from ..privacy import recorded_checks
-
         self.status.setText(
             f"Ready: {prepared.info.frames} frames, anchor frame {prepared.anchor}."
         )
-        gate, lines = recorded_checks(prepared.run)
-        if gate is not None:
-            self._show_gate(gate)  # its new anchor face layer, when one was kept
-        else:
-            drop_layer(self.viewer, NEW_ANCHOR_FACE)
-        if held_back(prepared.run.root):
-            lines.append("Held back (fail_on_leak): 5 Export writes it into the run folder.")
+        lines = self._show_privacy(prepared.run)
         self.privacy.setText("Last run in this folder:\n" + "\n".join(lines) if lines else "")
 
     def settings(self) -> Any:
@@ -279,9 +270,6 @@ class AnonymizeWidget(QWidget):
         self.status.setText("Anchor checked: Run translates the clip with this seed.")
 
     def _on_done(self, result: Any) -> None:
-        from ..pipeline import held_back
-        from ..privacy import SELF_AUDIT_OFF
-
         self.session.frames_changed.emit()
         seconds = result.stats.get("seconds_per_frame")
         timing = f", {seconds:.2f} s/frame" if isinstance(seconds, float) else ""
@@ -289,19 +277,29 @@ class AnonymizeWidget(QWidget):
             f"Done: {result.frames} frames{timing}. Review them in "
             "4 Audit and review, then export in 5 Export."
         )
-        lines = [result.gate.message()] if result.gate is not None else []
-        if result.audit is None:
-            lines.append(SELF_AUDIT_OFF)
+        from ..project import RunFolder
+
+        self.privacy.setText("\n".join(self._show_privacy(RunFolder(result.run_dir))))
+
+    def _show_privacy(self, run: Any) -> list[str]:
+        """The privacy lines of the run folder's last run (its gate verdict, self-audit and
+        what became of a leaking result); its new anchor face as a layer."""
+        from ..pipeline import held_back
+        from ..privacy import recorded_checks
+
+        gate, lines = recorded_checks(run)
+        if gate is not None:
+            self._show_gate(gate)  # its new anchor face layer, when one was kept
         else:
-            lines.append(result.audit.message())
-        if held_back(result.run_dir):
+            drop_layer(self.viewer, NEW_ANCHOR_FACE)
+        if held_back(run.root):
             lines.append(
                 "Held back (fail_on_leak): 5 Export writes it into the run folder "
-                f"{result.run_dir} as LEAKING-IDENTITY-<output name>, not to the output file."
+                f"{run.root} as LEAKING-IDENTITY-<output name>, not to the output file."
             )
-        elif result.leaking:
+        elif run.read_privacy().get("self_audit", {}).get("leaking"):
             lines.append("Check those frames before sharing the clip.")
-        self.privacy.setText("\n".join(lines))
+        return lines
 
     def _on_cancelled(self) -> None:
         self.session.frames_changed.emit()
